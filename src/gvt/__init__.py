@@ -1,8 +1,20 @@
 """gvt: visual tokenizers for large language models (LaVIT, GVT, ETT), native to transformers and diffusers."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+)
 
-from .configuration_gvt import VISION_PRESETS, GVTVisionConfig
+from .configuration_gvt import PRESETS, VISION_PRESETS, GVTConfig, GVTVisionConfig
+from .image_processing_gvt import GVTImageProcessor
+from .modeling_lavit import LaVITCausalLMOutputWithPast, LaVITForCausalLM, LaVITImageGenerationOutput
+from .pipeline_image_to_text import GVTImageToTextPipeline
+from .processing_gvt import GVTProcessor
+from .vocabulary import GVTVocabulary
 from .modeling_gvt import (
     GVTDecoderOutput,
     GVTFeaturesOutput,
@@ -16,8 +28,23 @@ __version__ = "0.1.0"
 
 AutoConfig.register(GVTVisionConfig.model_type, GVTVisionConfig, exist_ok=True)
 AutoModel.register(GVTVisionConfig, GVTVisionTokenizer, exist_ok=True)
+AutoConfig.register(GVTConfig.model_type, GVTConfig, exist_ok=True)
+for _auto in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):
+    _auto.register(GVTConfig, LaVITForCausalLM, exist_ok=True)
+AutoImageProcessor.register(GVTConfig, image_processor_classes={"pil": GVTImageProcessor}, exist_ok=True)
+AutoProcessor.register(GVTConfig, GVTProcessor, exist_ok=True)
+GVTImageProcessor.register_for_auto_class("AutoImageProcessor")
+GVTProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "GVTConfig",
+    "PRESETS",
+    "LaVITForCausalLM",
+    "LaVITCausalLMOutputWithPast",
+    "LaVITImageGenerationOutput",
+    "GVTProcessor",
+    "GVTVocabulary",
+    "GVTImageToTextPipeline",
     "GVTVisionConfig",
     "VISION_PRESETS",
     "GVTVisionTokenizer",

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING, AutoConfig
 
 # Released sizes. Everything else in the package reads sizes from a config, never from here.
 _LAVIT_7B_V2: dict[str, Any] = {
@@ -244,4 +245,163 @@ class GVTVisionConfig(PreTrainedConfig):
         return cls(**{**VISION_PRESETS[name], **overrides})
 
 
-__all__ = ["GVTVisionConfig", "VISION_PRESETS"]
+
+# ----------------------------------------------------------------------------------------------------------------
+# GVTConfig: vision tokenizer + causal language model
+# ----------------------------------------------------------------------------------------------------------------
+
+# Llama-2-7B as released with LaVIT-7B-v2: 32000 text ids, `[IMG]` = 32000, `[/IMG]` = 32001, visual code c -> 32002 + c
+# (48386 ids). The `<image>` placeholder of the processor is one more id after the visual range; it is always replaced
+# by an image's tokens before the embedding, so its row is never read.
+_LAVIT_7B_V2_TEXT: dict[str, Any] = {
+    "model_type": "llama",
+    "vocab_size": 48387,
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+
+# A tiny Llama over a 256-token text vocabulary (the tokenizer of `gvt.tiny_random`) + 512 visual codes.
+_TINY_TEXT: dict[str, Any] = {
+    "model_type": "llama",
+    "vocab_size": 256 + 512,
+    "hidden_size": 48,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-6,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "lavit-7b-v2": {
+        "vision_preset": "lavit-7b-v2",
+        "text_config": _LAVIT_7B_V2_TEXT,
+        "image_token_id": 48386,
+        "image_start_token_id": 32000,
+        "image_end_token_id": 32001,
+        "visual_token_offset": 32002,
+        "image_input_mode": "features",
+    },
+    "tiny": {
+        "vision_preset": "tiny",
+        "text_config": _TINY_TEXT,
+        "image_token_id": 4,
+        "image_start_token_id": 5,
+        "image_end_token_id": 6,
+        "visual_token_offset": 256,
+        "image_input_mode": "ids",
+    },
+}
+
+
+@strict(accept_kwargs=True)
+class GVTConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`LaVITForCausalLM`]: a visual tokenizer ([`GVTVisionConfig`]) and any causal language model
+    (`text_config`, Llama by default) that share one vocabulary: the text ids, the image-start / image-end ids and,
+    from `visual_token_offset` on, one id per codebook entry (`vision_config.codebook_size` of them).
+
+    Args:
+        vision_config (`GVTVisionConfig` or `dict`): the visual tokenizer.
+        text_config (`PreTrainedConfig` or `dict`): the language model (any `AutoModelForCausalLM` config).
+        image_token_id (`int`): the processor's image placeholder (`<image>`); the model replaces it with the image's
+            own tokens, so it never reaches the embedding table.
+        image_start_token_id, image_end_token_id (`int`): `[IMG]` and `[/IMG]`.
+        visual_token_offset (`int`): LLM id of visual code 0; code `c` is id `visual_token_offset + c`.
+        image_input_mode (`str`): how images enter the language model:
+            `"ids"`: visual token ids through the LLM embedding table (LaVIT pretraining and generation);
+            `"features"`: the continuous merged features of the kept tokens through the tokenizer's `projection`
+            (LaVIT understanding; needs `vision_config.projection_dim == text_config.hidden_size`);
+            `"codebook"`: codebook embeddings through an MLP projector with GELU (ETT).
+        loss_on_visual_tokens (`bool`): also train on visual token ids (default: loss on text tokens only).
+        projector_hidden_act (`str`): activation of the `"codebook"` projector.
+    """
+
+    model_type = "gvt"
+    sub_configs = {"vision_config": GVTVisionConfig, "text_config": AutoConfig}
+
+    vision_config: dict | GVTVisionConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    image_token_id: int = 48386
+    image_start_token_id: int = 32000
+    image_end_token_id: int = 32001
+    visual_token_offset: int = 32002
+    image_input_mode: Literal["ids", "features", "codebook"] = "ids"
+    loss_on_visual_tokens: bool = False
+    projector_hidden_act: str = "gelu"
+    tie_word_embeddings: bool = False
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if self.vision_config is None:
+            self.vision_config = GVTVisionConfig()
+        elif isinstance(self.vision_config, dict):
+            self.vision_config = GVTVisionConfig(**self.vision_config)
+        if self.text_config is None:
+            self.text_config = CONFIG_MAPPING["llama"](**{k: v for k, v in _LAVIT_7B_V2_TEXT.items() if k != "model_type"})
+        elif isinstance(self.text_config, dict):
+            text_config = dict(self.text_config)
+            model_type = text_config.pop("model_type", "llama")
+            self.text_config = CONFIG_MAPPING[model_type](**text_config)
+        super().__post_init__(**kwargs)
+
+    def validate_vocabulary(self):
+        codebook_size = self.vision_config.codebook_size
+        vocab_size = self.text_config.vocab_size
+        visual_end = self.visual_token_offset + codebook_size
+        if self.image_input_mode not in ("ids", "features", "codebook"):
+            raise ValueError(f"image_input_mode must be 'ids', 'features' or 'codebook', got {self.image_input_mode!r}.")
+        if self.image_input_mode != "features" and not self.vision_config.is_discrete:
+            raise ValueError(f"image_input_mode={self.image_input_mode!r} needs a discrete (tokenizer_type='lavit') tokenizer.")
+        if self.vision_config.is_discrete and vocab_size < visual_end:
+            raise ValueError(
+                f"text_config.vocab_size ({vocab_size}) must cover the visual ids [{self.visual_token_offset}, "
+                f"{visual_end}) (visual_token_offset + vision_config.codebook_size)."
+            )
+        specials = {
+            "image_token_id": self.image_token_id,
+            "image_start_token_id": self.image_start_token_id,
+            "image_end_token_id": self.image_end_token_id,
+        }
+        for name, value in specials.items():
+            if not 0 <= value < vocab_size:
+                raise ValueError(f"{name} ({value}) is outside the vocabulary [0, {vocab_size}).")
+            if self.visual_token_offset <= value < visual_end:
+                raise ValueError(f"{name} ({value}) falls inside the visual id range [{self.visual_token_offset}, {visual_end}).")
+        if len(set(specials.values())) != len(specials):
+            raise ValueError(f"image_token_id, image_start_token_id and image_end_token_id must differ, got {specials}.")
+        if self.image_input_mode == "features" and self.vision_config.projection_dim != self.text_config.hidden_size:
+            raise ValueError(
+                f"image_input_mode='features' feeds the tokenizer's projection to the LLM: vision_config.projection_dim "
+                f"({self.vision_config.projection_dim}) must equal text_config.hidden_size ({self.text_config.hidden_size})."
+            )
+
+    @property
+    def codebook_size(self) -> int:
+        return self.vision_config.codebook_size
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> GVTConfig:
+        """Build a config from a named preset (`"lavit-7b-v2"`, `"tiny"`). `vision_config` / `text_config` overrides
+        given as dicts update the preset's sub-config fields."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        preset = dict(PRESETS[name])
+        vision = GVTVisionConfig.from_preset(preset.pop("vision_preset"), **overrides.pop("vision_config", {}))
+        text = {**preset.pop("text_config"), **overrides.pop("text_config", {})}
+        return cls(vision_config=vision, text_config=text, **{**preset, **overrides})
+
+
+__all__ = ["GVTVisionConfig", "VISION_PRESETS", "GVTConfig", "PRESETS"]

@@ -380,9 +380,10 @@ def load_lavit_release(
 ) -> tuple[GVTVisionConfig, StateDict]:
     """Convert the visual tokenizer of a local LaVIT release folder (`.bin` or `.safetensors` files)."""
     files = {name: find_checkpoint(input_dir, stem) for name, stem in LAVIT_STEMS.items()}
-    for required in ("encoder", "tokenizer") + (("visual_weight",) if understanding else ()):
-        if files[required] is None:
-            raise FileNotFoundError(f"{input_dir} has no {LAVIT_STEMS[required]}.bin or .safetensors.")
+    required = ("encoder", "tokenizer") + (("visual_weight",) if understanding else ())
+    absent = [f"{LAVIT_STEMS[name]}.bin" for name in required if files[name] is None]
+    if absent:
+        raise FileNotFoundError(f"{input_dir} lacks {', '.join(absent)} (or the .safetensors of the same stem).")
     load = lambda name: load_state_dict_file(files[name]) if files[name] is not None else None  # noqa: E731
     return convert_lavit_tokenizer(
         load("encoder"),

@@ -38,7 +38,6 @@ from transformers.image_utils import (
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType, is_torch_available, logging
 
-
 if TYPE_CHECKING:
     import torch
 
@@ -151,9 +150,14 @@ def _pil_to_rgb_array(image: Image.Image, name: str, convert_rgb: bool = True) -
 
 
 def _infer_channel_axis(shape: tuple[int, ...], channels_first_default: bool, name: str) -> ChannelDimension:
-    """Find the channel axis of a 3-D array; ambiguous shapes follow the container's convention."""
+    """
+    Find the channel axis of a 3-D array. When both ends could be channels, an axis of size 3 wins; otherwise the
+    container's convention decides (channels first for torch tensors, channels last for numpy arrays).
+    """
     first, last = shape[0] in _VALID_CHANNELS, shape[-1] in _VALID_CHANNELS
     if first and last:
+        if (shape[0] == 3) != (shape[-1] == 3):
+            return ChannelDimension.FIRST if shape[0] == 3 else ChannelDimension.LAST
         return ChannelDimension.FIRST if channels_first_default else ChannelDimension.LAST
     if first:
         return ChannelDimension.FIRST
@@ -391,7 +395,9 @@ class GVTImageProcessor(PilBackend):
         if not isinstance(self.min_size, int) or self.min_size < 1:
             raise ValueError(f"`min_size` must be a positive integer, got {self.min_size!r}.")
 
-    def preprocess(self, images: ImageSource | list[ImageSource], **kwargs: Unpack[GVTImageProcessorKwargs]) -> BatchFeature:
+    def preprocess(
+        self, images: ImageSource | list[ImageSource], **kwargs: Unpack[GVTImageProcessorKwargs]
+    ) -> BatchFeature:
         """
         Preprocess one image or a batch into `pixel_values` of shape `[batch, 3, height, width]` (float32).
 

@@ -137,7 +137,9 @@ def _grow(box: BBox, margin: int) -> BBox:
     return (box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin)
 
 
-def _fits(box: BBox, colour: str, placed: list[SceneObject], keep_out: BBox | None, config: SyntheticSceneConfig) -> bool:
+def _fits(
+    box: BBox, colour: str, placed: list[SceneObject], keep_out: BBox | None, config: SyntheticSceneConfig
+) -> bool:
     """Clear of the string, within the occlusion budget, and apart from every object of the same colour."""
     if keep_out is not None and _overlap_fraction(box, keep_out) > 0:
         return False

@@ -87,16 +87,18 @@ def render_background(background: SceneBackground, image_size: int) -> np.ndarra
     return start + weight[..., None] * (end - start)
 
 
-def render_scene_image(layout: SceneLayout, rng: np.random.Generator, noise_std: float, colour_jitter: int) -> Image.Image:
+def render_scene_image(
+    layout: SceneLayout, rng: np.random.Generator, noise_std: float, colour_jitter: int
+) -> Image.Image:
     """RGB image of a layout; `rng` only drives appearance (colour jitter, ink level, noise), never geometry."""
     size = layout.image_size
     canvas = Image.fromarray(np.round(render_background(layout.background, size)).astype(np.uint8), mode="RGB")
     draw = ImageDraw.Draw(canvas)
-    for scene_object in layout.objects:
-        base = np.asarray(OBJECT_COLOURS[scene_object.colour])
-        jitter = rng.integers(-colour_jitter, colour_jitter + 1, size=3)
-        fill = tuple(int(v) for v in np.clip(base + jitter, 0, 255))
-        draw_shape(draw, scene_object.shape, scene_object.bbox, fill)
+    base_colours = np.array([OBJECT_COLOURS[o.colour] for o in layout.objects], dtype=np.int64).reshape(-1, 3)
+    jitter = rng.integers(-colour_jitter, colour_jitter + 1, size=base_colours.shape)
+    fills = np.clip(base_colours + jitter, 0, 255).tolist()
+    for scene_object, fill in zip(layout.objects, fills):
+        draw_shape(draw, scene_object.shape, scene_object.bbox, tuple(fill))
     pixels = np.asarray(canvas, dtype=np.float32).copy()
     if layout.text is not None:
         x0, y0, x1, y1 = layout.text.bbox
@@ -118,7 +120,9 @@ def render_label_mask(
     draw = ImageDraw.Draw(canvas)
     for item in objects:
         scene_object = SceneObject.from_any(item)
-        draw_shape(draw, scene_object.shape, scene_object.bbox, object_class_id(scene_object.shape, scene_object.colour))
+        draw_shape(
+            draw, scene_object.shape, scene_object.bbox, object_class_id(scene_object.shape, scene_object.colour)
+        )
     mask = np.asarray(canvas).copy()
     if text_bbox is not None and len(text_bbox) == 4:
         x0, y0, x1, y1 = (int(v) for v in text_bbox)
@@ -126,7 +130,9 @@ def render_label_mask(
     return mask
 
 
-def patch_labels_from_mask(label_mask: np.ndarray, patch_size: int, min_coverage: float = DEFAULT_MIN_PATCH_COVERAGE) -> np.ndarray:
+def patch_labels_from_mask(
+    label_mask: np.ndarray, patch_size: int, min_coverage: float = DEFAULT_MIN_PATCH_COVERAGE
+) -> np.ndarray:
     """Per-patch class ids [grid, grid] (int64) from a label mask.
 
     A patch gets its most frequent non-background class when that class covers at least `min_coverage` of the

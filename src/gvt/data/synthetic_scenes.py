@@ -160,7 +160,8 @@ def _build_split(
         generate_scene(scene_seed_for(seed, split, index), image_size, config).to_example(f"{split}-{index:06d}")
         for index in range(num_scenes)
     ]
-    return datasets.Dataset.from_list(rows, features=SYNTHETIC_SCENE_FEATURES, split=datasets.Split(split))
+    columns = {name: [row[name] for row in rows] for name in SYNTHETIC_SCENE_FEATURES}
+    return datasets.Dataset.from_dict(columns, features=SYNTHETIC_SCENE_FEATURES, split=datasets.Split(split))
 
 
 def build_synthetic_dataset(
@@ -234,6 +235,7 @@ def to_qa_rows(
         _qa_rows_batch,
         batched=True,
         fn_kwargs={"kind": kind},
+        desc=f"Flattening {kind} questions",
         remove_columns=columns,
         features=QA_FEATURES,
         load_from_cache_file=False,

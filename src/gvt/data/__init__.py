@@ -1,0 +1,56 @@
+"""The synthetic GVTBench-style scenes: generator, dataset builder, flat views, patch labels, text vocabulary."""
+
+from .scene_layout import SceneBackground, SceneLayout, SceneObject, SceneText, SyntheticSceneConfig
+from .scene_rendering import patch_labels, patch_labels_from_mask, render_label_mask
+from .scene_vocabulary import (
+    BACKGROUND_CLASS_ID,
+    NUM_PATCH_CLASSES,
+    OBJECT_COLOURS,
+    SHAPE_NAMES,
+    TEXT_CLASS_ID,
+    object_class_id,
+    patch_class_names,
+)
+from .synthetic_scenes import (
+    DEFAULT_IMAGE_SIZE,
+    SPLIT_NAMES,
+    SYNTHETIC_SCENE_FEATURES,
+    SyntheticScene,
+    build_synthetic_dataset,
+    generate_scene,
+    scene_seed_for,
+    scene_texts,
+    to_caption_rows,
+    to_qa_rows,
+)
+from .text_tokenizer import DEFAULT_SPECIAL_TOKENS, train_text_tokenizer
+
+__all__ = [
+    "BACKGROUND_CLASS_ID",
+    "DEFAULT_IMAGE_SIZE",
+    "DEFAULT_SPECIAL_TOKENS",
+    "NUM_PATCH_CLASSES",
+    "OBJECT_COLOURS",
+    "SHAPE_NAMES",
+    "SPLIT_NAMES",
+    "SYNTHETIC_SCENE_FEATURES",
+    "TEXT_CLASS_ID",
+    "SceneBackground",
+    "SceneLayout",
+    "SceneObject",
+    "SceneText",
+    "SyntheticScene",
+    "SyntheticSceneConfig",
+    "build_synthetic_dataset",
+    "generate_scene",
+    "object_class_id",
+    "patch_class_names",
+    "patch_labels",
+    "patch_labels_from_mask",
+    "render_label_mask",
+    "scene_seed_for",
+    "scene_texts",
+    "to_caption_rows",
+    "to_qa_rows",
+    "train_text_tokenizer",
+]
