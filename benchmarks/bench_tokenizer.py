@@ -65,14 +65,16 @@ def main() -> None:
     flops_per_image = counter.get_total_flops()
     peak = matmul_gflops(args.repeats)
 
-    print(f"GVTVisionTokenizer mid-size ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params), "
-          f"{args.threads} threads, {flops_per_image / 1e9:.2f} GFLOP per image; plain matmul: {peak:.1f} GFLOP/s")
-    print(f"| batch | batched img/s | image-by-image img/s | speed-up | batched GFLOP/s | % of matmul |")
-    print(f"|------:|--------------:|---------------------:|---------:|----------------:|------------:|")
+    print(
+        f"GVTVisionTokenizer mid-size ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params), "
+        f"{args.threads} threads, {flops_per_image / 1e9:.2f} GFLOP per image; plain matmul: {peak:.1f} GFLOP/s"
+    )
+    print("| batch | batched img/s | image-by-image img/s | speed-up | batched GFLOP/s | % of matmul |")
+    print("|------:|--------------:|---------------------:|---------:|----------------:|------------:|")
     for batch in args.batches:
         chunk = images[:batch]
-        batched = best_time(lambda: model.tokenize(chunk), args.repeats)
-        looped = best_time(lambda: [model.tokenize(chunk[i : i + 1]) for i in range(batch)], args.repeats)
+        batched = best_time(lambda chunk=chunk: model.tokenize(chunk), args.repeats)
+        looped = best_time(lambda chunk=chunk: [model.tokenize(image[None]) for image in chunk], args.repeats)
         gflops = flops_per_image * batch / batched / 1e9
         print(
             f"| {batch:5d} | {batch / batched:13.2f} | {batch / looped:20.2f} | {looped / batched:7.2f}x "

@@ -86,9 +86,14 @@ def lavit_release_state_dicts(model) -> dict[str, dict[str, torch.Tensor]]:
         for p in ("weight", "bias"):
             tokenizer[f"causal_encoder.{n}.{p}"] = sd[f"token_merger.{n}.{p}"]
     tokenizer.update(
-        _self_cross(sd, "token_merger.", "causal_encoder.", "token_causal_attn", "token_cross_attn", config.merger_num_layers)
+        _self_cross(
+            sd, "token_merger.", "causal_encoder.", "token_causal_attn", "token_cross_attn", config.merger_num_layers
+        )
     )
-    stems = {"visual_tokenizer/eva_vitg_psz14": _encoder(sd, config, ""), "visual_tokenizer/tokenizer_encoder": tokenizer}
+    stems = {
+        "visual_tokenizer/eva_vitg_psz14": _encoder(sd, config, ""),
+        "visual_tokenizer/tokenizer_encoder": tokenizer,
+    }
     for decoder_type in config.decoder_types:
         s = f"decoders.{decoder_type}."
         dec = {

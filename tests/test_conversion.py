@@ -82,9 +82,17 @@ def test_lavit_of_other_sizes_round_trips(other_lavit, tmp_path, fmt):
 def test_gvt_of_other_sizes_round_trips(tmp_path):
     torch.manual_seed(4)
     config = GVTVisionConfig.from_preset(
-        "tiny-gvt", image_size=56, hidden_size=96, num_attention_heads=6, intermediate_size=150,
-        resampler_num_attention_heads=6, resampler_head_dim=8, resampler_num_latents=5, resampler_num_layers=3,
-        projection_dim=24, num_hidden_layers=1,
+        "tiny-gvt",
+        image_size=56,
+        hidden_size=96,
+        num_attention_heads=6,
+        intermediate_size=150,
+        resampler_num_attention_heads=6,
+        resampler_head_dim=8,
+        resampler_num_latents=5,
+        resampler_num_layers=3,
+        projection_dim=24,
+        num_hidden_layers=1,
     )
     model = GVTVisionTokenizer(config).eval()
     path = tmp_path / "gvt.pth"
@@ -109,7 +117,9 @@ def test_missing_and_unexpected_keys_are_named(other_lavit, tmp_path):
     extra = {stem: dict(sd) for stem, sd in stems.items()}
     extra["visual_tokenizer/tokenizer_encoder"]["causal_encoder.extra_gate"] = torch.zeros(3)
     write_release(tmp_path / "extra", extra, "safetensors")
-    with pytest.raises(ValueError, match=r"Unexpected keys in the tokenizer_encoder checkpoint: \['causal_encoder\.extra_gate'\]"):
+    with pytest.raises(
+        ValueError, match=r"Unexpected keys in the tokenizer_encoder checkpoint: \['causal_encoder\.extra_gate'\]"
+    ):
         load_lavit_release(tmp_path / "extra", num_heads=3)
 
     with pytest.raises(FileNotFoundError, match="tokenizer_encoder"):
@@ -140,8 +150,14 @@ def run_script(*args):
 def test_conversion_scripts_write_loadable_folders(reference_dir, reference_io, tmp_path):
     out = tmp_path / "lavit"
     result = run_script(
-        "conversion_scripts/convert_lavit_to_hf.py", "--input-dir", str(reference_dir / "original"),
-        "--output-dir", str(out), "--vision-tokenizer-only", "--num-heads", "4",
+        "conversion_scripts/convert_lavit_to_hf.py",
+        "--input-dir",
+        str(reference_dir / "original"),
+        "--output-dir",
+        str(out),
+        "--vision-tokenizer-only",
+        "--num-heads",
+        "4",
     )
     assert result.returncode == 0, result.stderr
     model = GVTVisionTokenizer.from_pretrained(out)
@@ -150,9 +166,13 @@ def test_conversion_scripts_write_loadable_folders(reference_dir, reference_io, 
 
     out = tmp_path / "gvt"
     result = run_script(
-        "conversion_scripts/convert_gvt_to_hf.py", "--checkpoint",
-        str(reference_dir / "original" / "gvt" / "gvt_checkpoint.safetensors"), "--output-dir", str(out),
-        "--num-heads", "4",
+        "conversion_scripts/convert_gvt_to_hf.py",
+        "--checkpoint",
+        str(reference_dir / "original" / "gvt" / "gvt_checkpoint.safetensors"),
+        "--output-dir",
+        str(out),
+        "--num-heads",
+        "4",
     )
     assert result.returncode == 0, result.stderr
     with torch.no_grad():
@@ -163,8 +183,12 @@ def test_conversion_scripts_write_loadable_folders(reference_dir, reference_io, 
 def test_failed_conversion_writes_nothing(tmp_path):
     out = tmp_path / "out"
     result = run_script(
-        "conversion_scripts/convert_lavit_to_hf.py", "--input-dir", str(tmp_path / "empty"),
-        "--output-dir", str(out), "--vision-tokenizer-only",
+        "conversion_scripts/convert_lavit_to_hf.py",
+        "--input-dir",
+        str(tmp_path / "empty"),
+        "--output-dir",
+        str(out),
+        "--vision-tokenizer-only",
     )
     assert result.returncode == 1
     assert "eva_vitg_psz14" in result.stderr

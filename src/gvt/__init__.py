@@ -11,10 +11,6 @@ from transformers import (
 
 from .configuration_gvt import PRESETS, VISION_PRESETS, GVTConfig, GVTVisionConfig
 from .image_processing_gvt import GVTImageProcessor
-from .modeling_lavit import LaVITCausalLMOutputWithPast, LaVITForCausalLM, LaVITImageGenerationOutput
-from .pipeline_image_to_text import GVTImageToTextPipeline
-from .processing_gvt import GVTProcessor
-from .vocabulary import GVTVocabulary
 from .modeling_gvt import (
     GVTDecoderOutput,
     GVTFeaturesOutput,
@@ -23,6 +19,12 @@ from .modeling_gvt import (
     GVTVisionTokenizer,
     GVTVisionTokenizerOutput,
 )
+from .modeling_lavit import LaVITCausalLMOutputWithPast, LaVITForCausalLM, LaVITImageGenerationOutput
+from .modeling_lavit_conditioning import LaVITConditioningModel
+from .pipeline_image_to_text import GVTImageToTextPipeline
+from .pipeline_lavit_decoder import LaVITDecoderPipeline, assemble_release_pipeline, build_tiny_decoder_pipeline
+from .processing_gvt import GVTProcessor
+from .vocabulary import GVTVocabulary
 
 __version__ = "0.1.0"
 
@@ -45,6 +47,10 @@ __all__ = [
     "GVTProcessor",
     "GVTVocabulary",
     "GVTImageToTextPipeline",
+    "LaVITConditioningModel",
+    "LaVITDecoderPipeline",
+    "build_tiny_decoder_pipeline",
+    "assemble_release_pipeline",
     "GVTVisionConfig",
     "VISION_PRESETS",
     "GVTVisionTokenizer",

@@ -245,7 +245,6 @@ class GVTVisionConfig(PreTrainedConfig):
         return cls(**{**VISION_PRESETS[name], **overrides})
 
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # GVTConfig: vision tokenizer + causal language model
 # ----------------------------------------------------------------------------------------------------------------
@@ -350,7 +349,9 @@ class GVTConfig(PreTrainedConfig):
         elif isinstance(self.vision_config, dict):
             self.vision_config = GVTVisionConfig(**self.vision_config)
         if self.text_config is None:
-            self.text_config = CONFIG_MAPPING["llama"](**{k: v for k, v in _LAVIT_7B_V2_TEXT.items() if k != "model_type"})
+            self.text_config = CONFIG_MAPPING["llama"](
+                **{k: v for k, v in _LAVIT_7B_V2_TEXT.items() if k != "model_type"}
+            )
         elif isinstance(self.text_config, dict):
             text_config = dict(self.text_config)
             model_type = text_config.pop("model_type", "llama")
@@ -362,9 +363,13 @@ class GVTConfig(PreTrainedConfig):
         vocab_size = self.text_config.vocab_size
         visual_end = self.visual_token_offset + codebook_size
         if self.image_input_mode not in ("ids", "features", "codebook"):
-            raise ValueError(f"image_input_mode must be 'ids', 'features' or 'codebook', got {self.image_input_mode!r}.")
+            raise ValueError(
+                f"image_input_mode must be 'ids', 'features' or 'codebook', got {self.image_input_mode!r}."
+            )
         if self.image_input_mode != "features" and not self.vision_config.is_discrete:
-            raise ValueError(f"image_input_mode={self.image_input_mode!r} needs a discrete (tokenizer_type='lavit') tokenizer.")
+            raise ValueError(
+                f"image_input_mode={self.image_input_mode!r} needs a discrete (tokenizer_type='lavit') tokenizer."
+            )
         if self.vision_config.is_discrete and vocab_size < visual_end:
             raise ValueError(
                 f"text_config.vocab_size ({vocab_size}) must cover the visual ids [{self.visual_token_offset}, "
@@ -379,9 +384,13 @@ class GVTConfig(PreTrainedConfig):
             if not 0 <= value < vocab_size:
                 raise ValueError(f"{name} ({value}) is outside the vocabulary [0, {vocab_size}).")
             if self.visual_token_offset <= value < visual_end:
-                raise ValueError(f"{name} ({value}) falls inside the visual id range [{self.visual_token_offset}, {visual_end}).")
+                raise ValueError(
+                    f"{name} ({value}) falls inside the visual id range [{self.visual_token_offset}, {visual_end})."
+                )
         if len(set(specials.values())) != len(specials):
-            raise ValueError(f"image_token_id, image_start_token_id and image_end_token_id must differ, got {specials}.")
+            raise ValueError(
+                f"image_token_id, image_start_token_id and image_end_token_id must differ, got {specials}."
+            )
         if self.image_input_mode == "features" and self.vision_config.projection_dim != self.text_config.hidden_size:
             raise ValueError(
                 f"image_input_mode='features' feeds the tokenizer's projection to the LLM: vision_config.projection_dim "

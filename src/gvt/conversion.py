@@ -26,7 +26,9 @@ Rule = tuple[str, Callable[[re.Match, torch.Tensor], StateDict]]
 # Reference keys that carry no weight of the tokenizer: the encoders' classification head and final norms (the
 # tokenizers read the last block's output) and EVA-02's rotary tables (derived from sizes, recomputed on the fly).
 IGNORED_ENCODER_KEYS = re.compile(r"^(head|norm|fc_norm)\.")
-IGNORED_GVT_KEYS = re.compile(r"^visual_encoder\.(head|norm|fc_norm)\.|^visual_encoder\.(blocks\.\d+\.attn\.)?rope\.freqs_(cos|sin)$")
+IGNORED_GVT_KEYS = re.compile(
+    r"^visual_encoder\.(head|norm|fc_norm)\.|^visual_encoder\.(blocks\.\d+\.attn\.)?rope\.freqs_(cos|sin)$"
+)
 
 LAVIT_STEMS = {
     "encoder": "visual_tokenizer/eva_vitg_psz14",
@@ -140,7 +142,10 @@ def _eva_rules(src: str) -> list[Rule]:
         (rf"{src}cls_token", _rename("encoder.cls_token")),
         (rf"{src}pos_embed", _rename("encoder.position_embedding")),
         (block + r"(norm1|norm2)\.(weight|bias)", _rename(out + r"\2.\3")),
-        (block + r"attn\.qkv\.weight", _split(out + "attn.q_proj.weight", out + "attn.k_proj.weight", out + "attn.v_proj.weight")),
+        (
+            block + r"attn\.qkv\.weight",
+            _split(out + "attn.q_proj.weight", out + "attn.k_proj.weight", out + "attn.v_proj.weight"),
+        ),
         (block + r"attn\.(q|k|v)_proj\.weight", _rename(out + r"attn.\2_proj.weight")),
         (block + r"attn\.(q|v)_bias", _rename(out + r"attn.\2_proj.bias")),
         (block + r"attn\.proj\.(weight|bias)", _rename(out + r"attn.o_proj.\2")),
@@ -191,7 +196,10 @@ _GVT_RULES: list[Rule] = [
     (r"perceiver\.latents", _rename("resampler.latents")),
     (r"perceiver\.media_pos_emb", _rename("resampler.media_position_embedding")),
     (r"perceiver\.norm\.(weight|bias)", _rename(r"resampler.norm.\1")),
-    (r"perceiver\.layers\.(\d+)\.0\.(norm_media|norm_latents)\.(weight|bias)", _rename(r"resampler.layers.\1.attention.\2.\3")),
+    (
+        r"perceiver\.layers\.(\d+)\.0\.(norm_media|norm_latents)\.(weight|bias)",
+        _rename(r"resampler.layers.\1.attention.\2.\3"),
+    ),
     (r"perceiver\.layers\.(\d+)\.0\.to_q\.weight", _rename(r"resampler.layers.\1.attention.q_proj.weight")),
     (
         r"perceiver\.layers\.(\d+)\.0\.to_kv\.weight",
@@ -283,7 +291,8 @@ def check_against_model(config: GVTVisionConfig, state_dict: Mapping[str, torch.
         problems.append(f"unexpected keys: {unexpected}")
     if wrong:
         problems.append(
-            "shape mismatches: " + ", ".join(f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k])}" for k in wrong)
+            "shape mismatches: "
+            + ", ".join(f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k])}" for k in wrong)
         )
     if problems:
         raise ValueError("The converted checkpoint does not fit GVTVisionTokenizer: " + "; ".join(problems))
@@ -329,7 +338,10 @@ def convert_lavit_tokenizer(
     state_dict.update(apply_rules(tokenizer_state_dict, _TOKENIZER_RULES, "tokenizer_encoder"))
 
     decoder_types = []
-    for decoder_type, decoder_state_dict in (("highres", highres_decoder_state_dict), ("lowres", lowres_decoder_state_dict)):
+    for decoder_type, decoder_state_dict in (
+        ("highres", highres_decoder_state_dict),
+        ("lowres", lowres_decoder_state_dict),
+    ):
         if decoder_state_dict is None:
             continue
         decoder_sizes = _decoder_sizes(decoder_state_dict, decoder_type)

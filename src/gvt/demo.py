@@ -37,8 +37,10 @@ def run_demo(model: str | None = None, seed: int = 0) -> dict:
         features = tokenizer.encode_features(pixel_values)
         conditioning = tokenizer.decode(tokens.token_ids, tokens.attention_mask) if tokenizer.decoders else None
     counts = tokens.attention_mask.sum(dim=1).tolist()
-    print(f"GVTVisionTokenizer ({'tiny random' if model is None else model}): "
-          f"{tokenizer.config.num_patches} patches per image, codebook {tokenizer.config.codebook_size}")
+    print(
+        f"GVTVisionTokenizer ({'tiny random' if model is None else model}): "
+        f"{tokenizer.config.num_patches} patches per image, codebook {tokenizer.config.codebook_size}"
+    )
     print(f"{'image':<14}{'tokens':>8}  first ids")
     for row, (name, count) in enumerate(zip(images, counts)):
         ids = tokens.token_ids[row, :count].tolist()

@@ -491,7 +491,9 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
                 "run the images through GVTImageProcessor first."
             )
         if pixel_values.ndim != 4:
-            raise ValueError(f"pixel_values must have shape [batch, channels, height, width], got {tuple(pixel_values.shape)}.")
+            raise ValueError(
+                f"pixel_values must have shape [batch, channels, height, width], got {tuple(pixel_values.shape)}."
+            )
         _, channels, height, width = pixel_values.shape
         if channels != config.num_channels:
             raise ValueError(f"pixel_values have {channels} channels but the tokenizer expects {config.num_channels}.")
@@ -593,7 +595,9 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
             keep = self.select_tokens(log_probs, selection, generator, max_tokens)
         else:
             if keep_mask.shape != log_probs.shape[:2]:
-                raise ValueError(f"keep_mask must have shape {tuple(log_probs.shape[:2])}, got {tuple(keep_mask.shape)}.")
+                raise ValueError(
+                    f"keep_mask must have shape {tuple(log_probs.shape[:2])}, got {tuple(keep_mask.shape)}."
+                )
             keep = keep_mask.to(log_probs.dtype)
         merged = self.token_merger(patch_features, keep)
         attention_mask, (token_hidden_states,) = self.gather_kept(keep, merged)
