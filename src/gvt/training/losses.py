@@ -1,0 +1,293 @@
+"""Losses of the visual tokenizer, as pure functions that return their parts by name.
+
+- LaVIT stage 1 (tokenizer training): cosine reconstruction of the frozen encoder's patch features by a feature
+  decoder that reads the *straight-through* code embeddings, VQ codebook and commitment terms, and a keep-ratio
+  regulariser on the token selector ([`tokenizer_loss`]).
+- GVT: patch-level feature distillation, a student regressing a teacher's patch features with no masking
+  ([`patch_distillation_loss`]).
+
+The codebook is learned by the codebook loss `||sg(z) - q||^2` (not by EMA updates): the trainer re-normalises the
+codebook rows after every optimizer step ([`normalize_codebook_`]) and restarts dead codes ([`restart_dead_codes_`]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import ModelOutput, logging
+
+logger = logging.get_logger(__name__)
+
+DistillationLossType = Literal["cosine", "smooth_l1"]
+
+
+@dataclass
+class TokenizerLossOutput(ModelOutput):
+    """The tokenizer objective and its parts (all scalars).
+
+    Args:
+        loss: the weighted sum that is back-propagated.
+        reconstruction: `1 - cos(decoded, target)`, mean over patches.
+        codebook: `||sg(z) - q||^2` per real token, mean (moves the codebook rows).
+        commitment: `||z - sg(q)||^2` per real token, mean (moves the quantizer inputs), unweighted.
+        keep_ratio_penalty: `(mean soft keep probability - target)^2`, mean over images, unweighted.
+        selector_entropy: mean binary entropy (nats) of the per-patch keep probability, unweighted; weighting it
+            makes the selector decisive, so that its deterministic decision (`p_keep >= 0.5`) keeps about the
+            target ratio too, not only its samples.
+        keep_ratio: the soft keep ratio (mean selector keep probability), detached.
+        hard_keep_ratio: the share of patches actually kept, detached.
+    """
+
+    loss: torch.FloatTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    codebook: torch.FloatTensor | None = None
+    commitment: torch.FloatTensor | None = None
+    keep_ratio_penalty: torch.FloatTensor | None = None
+    selector_entropy: torch.FloatTensor | None = None
+    keep_ratio: torch.FloatTensor | None = None
+    hard_keep_ratio: torch.FloatTensor | None = None
+
+
+@dataclass
+class PatchDistillationLossOutput(ModelOutput):
+    """Patch-level feature distillation loss.
+
+    Args:
+        loss: mean over all patches of the per-patch loss.
+        cosine_similarity: mean cosine similarity between student and teacher patches, detached.
+    """
+
+    loss: torch.FloatTensor | None = None
+    cosine_similarity: torch.FloatTensor | None = None
+
+
+def check_target_keep_ratio(target_keep_ratio: float) -> float:
+    """Return `target_keep_ratio` as a float; raise a `ValueError` unless it lies in (0, 1]."""
+    if isinstance(target_keep_ratio, bool) or not isinstance(target_keep_ratio, (int, float)):
+        raise TypeError(f"target_keep_ratio must be a number in (0, 1], got {type(target_keep_ratio).__name__}.")
+    if not 0.0 < float(target_keep_ratio) <= 1.0:
+        raise ValueError(f"target_keep_ratio must lie in (0, 1], got {target_keep_ratio}.")
+    return float(target_keep_ratio)
+
+
+def straight_through_codes(quantizer_inputs: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """The VQ straight-through estimator `z + sg(q - z)`: the value of `q`, the gradient of `z`."""
+    return quantizer_inputs + (quantized - quantizer_inputs).detach()
+
+
+def feature_reconstruction_loss(decoded_features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
+    """`1 - cos` between decoded `[B, N, D]` and target `[B, N, D]` features, mean over all B * N patches."""
+    if decoded_features.shape != target_features.shape:
+        raise ValueError(
+            f"decoded features {tuple(decoded_features.shape)} and target features {tuple(target_features.shape)} "
+            "must have the same shape [batch, patches, width]: the feature decoder needs decoder_num_queries equal "
+            "to the number of patches and decoder_output_dim equal to the encoder's hidden_size."
+        )
+    cosine = F.cosine_similarity(decoded_features.float(), target_features.float(), dim=-1)
+    return (1.0 - cosine).mean()
+
+
+def codebook_losses(
+    quantizer_inputs: torch.Tensor, quantized: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codebook `||sg(z) - q||^2`, commitment `||z - sg(q)||^2`): squared distances summed over the code
+    dimension, averaged over the real tokens (`attention_mask` `[B, L]`); zero when no token is real."""
+    mask = attention_mask.to(torch.float32)
+    count = mask.sum().clamp_min(1.0)
+    z, q = quantizer_inputs.float(), quantized.float()
+    codebook = ((z.detach() - q).pow(2).sum(dim=-1) * mask).sum() / count
+    commitment = ((z - q.detach()).pow(2).sum(dim=-1) * mask).sum() / count
+    return codebook, commitment
+
+
+def keep_ratio_loss(selector_log_probs: torch.Tensor, target_keep_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penalty, soft keep ratio): `(mean_n p_keep - target)^2` per image, averaged over the batch, with
+    `p_keep = exp(selector_log_probs[..., 0])`, so the penalty has gradients even though the keep decision is hard."""
+    target_keep_ratio = check_target_keep_ratio(target_keep_ratio)
+    keep_probs = selector_log_probs[..., 0].float().exp()
+    per_image = keep_probs.mean(dim=1)
+    return (per_image - target_keep_ratio).pow(2).mean(), keep_probs.mean().detach()
+
+
+def selector_entropy(selector_log_probs: torch.Tensor) -> torch.Tensor:
+    """Mean binary entropy `-sum_c p_c log p_c` of the selector's keep / drop distribution over all patches."""
+    log_probs = selector_log_probs.float()
+    return -(log_probs.exp() * log_probs).sum(dim=-1).mean()
+
+
+def tokenizer_loss(
+    output,
+    decoded_features: torch.Tensor,
+    target_features: torch.Tensor,
+    target_keep_ratio: float,
+    reconstruction_weight: float = 1.0,
+    codebook_weight: float = 1.0,
+    commitment_weight: float = 0.25,
+    keep_ratio_weight: float = 2.0,
+    selector_entropy_weight: float = 0.0,
+) -> TokenizerLossOutput:
+    """LaVIT's tokenizer objective.
+
+    Args:
+        output ([`GVTVisionTokenizerOutput`]): a forward pass of the tokenizer (`quantizer_inputs`, `quantized`,
+            `attention_mask`, `selector_log_probs`, `keep_mask`).
+        decoded_features (`[B, N, D]`): the feature decoder's `decoded_features`, computed from
+            [`straight_through_codes`] of the same output.
+        target_features (`[B, N, D]`): the frozen encoder's patch features (CLS dropped).
+        target_keep_ratio: the share of patches the selector should keep, in (0, 1].
+    """
+    reconstruction = feature_reconstruction_loss(decoded_features, target_features)
+    codebook, commitment = codebook_losses(output.quantizer_inputs, output.quantized, output.attention_mask)
+    penalty, keep_ratio = keep_ratio_loss(output.selector_log_probs, target_keep_ratio)
+    entropy = selector_entropy(output.selector_log_probs)
+    loss = (
+        reconstruction_weight * reconstruction
+        + codebook_weight * codebook
+        + commitment_weight * commitment
+        + keep_ratio_weight * penalty
+        + selector_entropy_weight * entropy
+    )
+    hard = output.keep_mask.float().mean() if output.keep_mask is not None else keep_ratio
+    return TokenizerLossOutput(
+        loss=loss,
+        reconstruction=reconstruction,
+        codebook=codebook,
+        commitment=commitment,
+        keep_ratio_penalty=penalty,
+        selector_entropy=entropy,
+        keep_ratio=keep_ratio,
+        hard_keep_ratio=hard.detach(),
+    )
+
+
+def patch_distillation_loss(
+    student_patch_features: torch.Tensor,
+    teacher_patch_features: torch.Tensor,
+    loss_type: DistillationLossType = "cosine",
+) -> PatchDistillationLossOutput:
+    """GVT's patch-level feature distillation: every student patch `[B, N, D]` regresses the teacher's patch at the
+    same position (no masking), with `1 - cos` or smooth-L1 per patch, averaged over all patches. The teacher is
+    detached."""
+    if student_patch_features.shape != teacher_patch_features.shape:
+        raise ValueError(
+            f"student patch features {tuple(student_patch_features.shape)} and teacher patch features "
+            f"{tuple(teacher_patch_features.shape)} must have the same shape [batch, patches, width]; map the student "
+            "to the teacher's width with a linear head first."
+        )
+    student = student_patch_features.float()
+    teacher = teacher_patch_features.detach().float()
+    cosine = F.cosine_similarity(student, teacher, dim=-1)
+    if loss_type == "cosine":
+        loss = (1.0 - cosine).mean()
+    elif loss_type == "smooth_l1":
+        loss = F.smooth_l1_loss(student, teacher, reduction="none").mean(dim=-1).mean()
+    else:
+        raise ValueError(f"loss_type must be 'cosine' or 'smooth_l1', got {loss_type!r}.")
+    return PatchDistillationLossOutput(loss=loss, cosine_similarity=cosine.mean().detach())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Codebook maintenance
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _codebook(model_or_codebook: nn.Module) -> nn.Embedding:
+    """The codebook `nn.Embedding` of a tokenizer (possibly wrapped by DDP / accelerate) or the embedding itself."""
+    module = getattr(model_or_codebook, "module", model_or_codebook)
+    if isinstance(module, nn.Embedding):
+        return module
+    quantizer = getattr(module, "quantizer", None)
+    if quantizer is None or not isinstance(getattr(quantizer, "codebook", None), nn.Embedding):
+        raise ValueError(
+            "Expected a discrete (tokenizer_type='lavit') GVTVisionTokenizer or its codebook nn.Embedding."
+        )
+    return quantizer.codebook
+
+
+@torch.no_grad()
+def normalize_codebook_(model_or_codebook: nn.Module) -> None:
+    """Re-normalise the codebook rows to unit l2 norm, in place (call after every optimizer step)."""
+    weight = _codebook(model_or_codebook).weight
+    weight.copy_(F.normalize(weight.float(), p=2, dim=-1).to(weight.dtype))
+
+
+@torch.no_grad()
+def restart_dead_codes_(
+    model_or_codebook: nn.Module,
+    steps_since_used: torch.Tensor,
+    recent_inputs: torch.Tensor,
+    dead_code_threshold: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Re-initialise every code unused for at least `dead_code_threshold` steps to a random recent quantizer input.
+
+    Args:
+        steps_since_used (`[codebook_size]` integer): steps since each code was last assigned; reset to 0 for the
+            restarted codes, in place.
+        recent_inputs (`[M, codebook_dim]`): quantizer inputs of real tokens from recent batches; drawn without
+            replacement when there are enough, l2-normalised.
+        generator: a CPU generator, for reproducible draws.
+
+    Returns:
+        The indices of the restarted codes (`LongTensor`, possibly empty).
+    """
+    codebook = _codebook(model_or_codebook)
+    if steps_since_used.shape != (codebook.num_embeddings,):
+        raise ValueError(
+            f"steps_since_used must have shape [{codebook.num_embeddings}], got {tuple(steps_since_used.shape)}."
+        )
+    if dead_code_threshold < 1:
+        raise ValueError(f"dead_code_threshold must be >= 1, got {dead_code_threshold}.")
+    dead = (steps_since_used >= dead_code_threshold).nonzero(as_tuple=True)[0]
+    inputs = recent_inputs.reshape(-1, recent_inputs.shape[-1])
+    if dead.numel() == 0 or inputs.shape[0] == 0:
+        return dead[:0]
+    if inputs.shape[-1] != codebook.embedding_dim:
+        raise ValueError(f"recent_inputs have width {inputs.shape[-1]}, the codebook {codebook.embedding_dim}.")
+    if inputs.shape[0] >= dead.numel():
+        picks = torch.randperm(inputs.shape[0], generator=generator)[: dead.numel()]
+    else:
+        picks = torch.randint(inputs.shape[0], (dead.numel(),), generator=generator)
+    new_rows = F.normalize(inputs[picks.to(inputs.device)].float(), p=2, dim=-1)
+    weight = codebook.weight
+    weight[dead.to(weight.device)] = new_rows.to(device=weight.device, dtype=weight.dtype)
+    steps_since_used[dead] = 0
+    return dead
+
+
+def code_usage_counts(token_ids: torch.Tensor, attention_mask: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """How often each code is assigned to a real token: `[codebook_size]` int64."""
+    real = token_ids[attention_mask.bool()].long()
+    return torch.bincount(real.flatten(), minlength=codebook_size)[:codebook_size]
+
+
+def code_perplexity(counts: torch.Tensor) -> float:
+    """`exp(entropy)` of the code distribution given by `counts` (1.0 for no or one used code)."""
+    total = counts.sum()
+    if total <= 0:
+        return 1.0
+    probs = counts.double() / total
+    probs = probs[probs > 0]
+    return float(torch.exp(-(probs * probs.log()).sum()))
+
+
+__all__ = [
+    "TokenizerLossOutput",
+    "PatchDistillationLossOutput",
+    "check_target_keep_ratio",
+    "straight_through_codes",
+    "feature_reconstruction_loss",
+    "codebook_losses",
+    "keep_ratio_loss",
+    "selector_entropy",
+    "tokenizer_loss",
+    "patch_distillation_loss",
+    "normalize_codebook_",
+    "restart_dead_codes_",
+    "code_usage_counts",
+    "code_perplexity",
+]
