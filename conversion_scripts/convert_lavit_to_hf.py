@@ -1,12 +1,23 @@
-"""Convert a local copy of the LaVIT-7B-v2 release into Hugging Face format.
+"""Convert a local copy of the LaVIT-7B-v2 release into one Hub-ready Hugging Face repo.
 
     python conversion_scripts/convert_lavit_to_hf.py --input-dir LaVIT-7B-v2 --output-dir lavit-hf \
-        --vision-tokenizer-only [--num-heads 16] [--understanding] [--no-decoders]
+        [--understanding] [--dtype bf16|fp16|fp32] [--max-shard-size 2GB] [--num-heads 16] [--no-decoders] \
+        [--verify reference_outputs.safetensors] [--push-to-hub ORG/NAME]
 
-Reads `visual_tokenizer/{eva_vitg_psz14,tokenizer_encoder,highres_tokenizer_decoder,tokenizer_decoder}` and, with
-`--understanding`, `language_model/visual_weight`, as `.bin` (loaded with `weights_only=True`) or `.safetensors`.
-Every size is inferred from tensor shapes; head counts come from `--num-heads`. Unknown or missing keys abort the
-conversion with a message listing them, and nothing is written unless the whole conversion succeeds.
+Default (full) mode: `config.json` (GVTConfig + `auto_map` and remote code), sharded safetensors (the language model
+streamed shard by shard), the processor with the extended Llama tokenizer, `generation_config.json` and
+`image_generation_config.json` (the reference's captioning and text-to-image defaults), the diffusers decoder
+pipelines in `decoder/` and `decoder_lowres/`, a model card and `conversion_provenance.json`. `--understanding`
+applies `language_model/visual_weight` and feeds the LLM continuous features (the release's understanding model).
+
+`--vision-tokenizer-only` converts only the visual tokenizer (`visual_tokenizer/*`, `language_model/visual_weight`
+with `--understanding`) into a GVTVisionTokenizer folder.
+
+Pickles are read with `weights_only=True`; every size is inferred from tensor shapes (head counts from
+`--num-heads`); unknown or missing tensors abort the conversion with a message naming them, and nothing is written
+unless the whole conversion succeeds. `--verify FILE` runs the converted model on the inputs recorded in FILE (a
+`.safetensors` of outputs of the original code) and prints the max errors (exit status 3 if any exceeds
+`--verify-atol`).
 """
 
 from __future__ import annotations
@@ -30,19 +41,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--understanding", action="store_true", help="apply language_model/visual_weight (continuous understanding)"
     )
-    parser.add_argument("--no-decoders", action="store_true", help="skip the feature decoders")
+    parser.add_argument("--no-decoders", action="store_true", help="skip the feature decoders and diffusion decoders")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None, help="cast weights (default: keep)")
+    parser.add_argument("--max-shard-size", default="2GB", help="largest output shard, e.g. 2GB or 500MB")
+    parser.add_argument("--repo-id", default=None, help="repo id used in the model card (default: --push-to-hub)")
+    parser.add_argument("--no-model-card", action="store_true", help="do not write README.md")
+    parser.add_argument("--verify", default=None, help="a .safetensors of reference inputs/outputs to compare with")
+    parser.add_argument("--verify-atol", type=float, default=1e-4, help="max abs error accepted by --verify")
+    parser.add_argument("--push-to-hub", default=None, metavar="ORG/NAME", help="upload the result to this Hub repo")
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if not args.vision_tokenizer_only:
-        print(
-            "error: only --vision-tokenizer-only is supported by this version of the script "
-            "(the language model conversion is tracked separately).",
-            file=sys.stderr,
-        )
-        return 2
+def convert_tokenizer_only(args) -> int:
     try:
         config, state_dict = load_lavit_release(
             args.input_dir, understanding=args.understanding, num_heads=args.num_heads, decoders=not args.no_decoders
@@ -58,6 +68,42 @@ def main(argv=None) -> int:
         f"to {output}"
     )
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.vision_tokenizer_only:
+        return convert_tokenizer_only(args)
+    from gvt.release_conversion import convert_lavit_release, format_verification, push_to_hub, verify_conversion
+
+    repo_id = args.repo_id or args.push_to_hub or f"gvt-community/{args.output_dir.rstrip('/').split('/')[-1]}"
+    card = None if args.no_model_card else {"repo_id": repo_id, "kind": "lavit"}
+    try:
+        summary = convert_lavit_release(
+            args.input_dir,
+            args.output_dir,
+            understanding=args.understanding,
+            num_heads=args.num_heads,
+            dtype=args.dtype,
+            max_shard_size=args.max_shard_size,
+            decoders=not args.no_decoders,
+            model_card=card,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"Wrote LaVIT ({summary.image_input_mode} mode, {summary.num_parameters / 1e6:.2f} M parameters, "
+        f"{len(summary.shards)} shard(s), decoders: {summary.decoders or 'none'}) to {args.output_dir}"
+    )
+    status = 0
+    if args.verify:
+        results = verify_conversion(args.output_dir, args.verify, atol=args.verify_atol)
+        print(format_verification(results))
+        status = 0 if all(result.ok for result in results) else 3
+    if args.push_to_hub and status == 0:
+        print(f"Pushed to {push_to_hub(args.output_dir, args.push_to_hub)}")
+    return status
 
 
 if __name__ == "__main__":
