@@ -326,6 +326,11 @@ class GVTConfig(PreTrainedConfig):
             `"codebook"`: codebook embeddings through an MLP projector with GELU (ETT).
         loss_on_visual_tokens (`bool`): also train on visual token ids (default: loss on text tokens only).
         projector_hidden_act (`str`): activation of the `"codebook"` projector.
+        ett_reconstruction_weight (`float`): ETT's alpha in `L = L_caption + alpha * L_reconstruction`. In
+            `"codebook"` mode, while training with trainable tokenizer parameters (ETT stage 2, see
+            `gvt.ETTCallback`), `forward` adds the tokenizer's own objective (feature reconstruction, codebook /
+            commitment, keep ratio) computed from the same tokenizer pass. 0 disables it.
+        ett_target_keep_ratio (`float`): the keep-ratio target of that reconstruction term, in (0, 1].
     """
 
     model_type = "gvt"
@@ -342,6 +347,8 @@ class GVTConfig(PreTrainedConfig):
     projector_hidden_act: str = "gelu"
     tie_word_embeddings: bool = False
     initializer_range: float = 0.02
+    ett_reconstruction_weight: float = 0.25
+    ett_target_keep_ratio: float = 0.5
 
     def __post_init__(self, **kwargs):
         if self.vision_config is None:
@@ -396,6 +403,12 @@ class GVTConfig(PreTrainedConfig):
                 f"image_input_mode='features' feeds the tokenizer's projection to the LLM: vision_config.projection_dim "
                 f"({self.vision_config.projection_dim}) must equal text_config.hidden_size ({self.text_config.hidden_size})."
             )
+
+    def validate_ett(self):
+        if not self.ett_reconstruction_weight >= 0:
+            raise ValueError(f"ett_reconstruction_weight must be >= 0, got {self.ett_reconstruction_weight}.")
+        if not 0 < self.ett_target_keep_ratio <= 1:
+            raise ValueError(f"ett_target_keep_ratio must lie in (0, 1], got {self.ett_target_keep_ratio}.")
 
     @property
     def codebook_size(self) -> int:

@@ -53,6 +53,11 @@ class LaVITCausalLMOutputWithPast(ModelOutput):
             `pixel_values` were given).
         image_token_ids, image_attention_mask (`[N, L]`): codebook ids of each image, right-padded (discrete
             tokenizers, only when `pixel_values` were given).
+        caption_loss (`torch.FloatTensor`, *optional*): the next-token part of `loss` (ETT joint training only).
+        reconstruction_loss (`torch.FloatTensor`, *optional*): the tokenizer objective of the same tokenizer pass
+            (ETT joint training only, see [`GVTConfig.ett_reconstruction_weight`]); `loss = caption_loss + alpha *
+            reconstruction_loss` (the second term scaled like the first when the Trainer passes
+            `num_items_in_batch`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -65,6 +70,8 @@ class LaVITCausalLMOutputWithPast(ModelOutput):
     expanded_labels: torch.LongTensor | None = None
     image_token_ids: torch.LongTensor | None = None
     image_attention_mask: torch.LongTensor | None = None
+    caption_loss: torch.FloatTensor | None = None
+    reconstruction_loss: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -93,6 +100,7 @@ class LaVITMultimodalInputs(ModelOutput):
     inputs_embeds: torch.FloatTensor | None = None
     image_token_ids: torch.LongTensor | None = None
     image_attention_mask: torch.LongTensor | None = None
+    vision_outputs: ModelOutput | None = None
 
 
 class AllowedTokensLogitsProcessor(LogitsProcessor):
@@ -191,6 +199,11 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         The embeddings are what `"features"` (projected merged features) and `"codebook"` (projected codebook rows,
         straight-through to the tokenizer in training) modes put in the sequence; `"ids"` mode uses only the codes.
         """
+        codes, mask, embeddings, _ = self._image_tokens(pixel_values, **tokenizer_kwargs)
+        return codes, mask, embeddings
+
+    def _image_tokens(self, pixel_values: torch.Tensor, **tokenizer_kwargs):
+        """[`get_image_tokens`] plus the tokenizer's full output (for ETT's reconstruction term)."""
         mode = self.config.image_input_mode
         output = self.vision_tokenizer(pixel_values, **tokenizer_kwargs)
         embeddings = None
@@ -201,7 +214,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             if self.training:
                 quantized = output.quantizer_inputs + (quantized - output.quantizer_inputs).detach()
             embeddings = self.codebook_projector(quantized)
-        return output.token_ids, output.attention_mask, embeddings
+        return output.token_ids, output.attention_mask, embeddings, output
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Embed ids of the shared vocabulary: text and visual ids through the embedding table, except in
@@ -250,7 +263,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             raise ValueError("input_ids are required with pixel_values.")
         self.check_input_ids(input_ids, has_pixels=pixel_values is not None)
         config = self.config
-        codes = code_mask = image_embeddings = None
+        codes = code_mask = image_embeddings = vision_outputs = None
         spliced_positions = None
         if pixel_values is not None:
             placeholder_mask = input_ids == config.image_token_id
@@ -261,9 +274,11 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
                     f"input_ids hold {num_placeholders} image placeholder(s) but {num_images} image(s) were given; "
                     "there must be exactly one placeholder per image."
                 )
-            codes, code_mask, image_embeddings = self.get_image_tokens(pixel_values, **tokenizer_kwargs)
+            codes, code_mask, image_embeddings, vision_outputs = self._image_tokens(pixel_values, **tokenizer_kwargs)
             if codes is None:  # continuous-only tokenizer (GVT): its slots hold the placeholder id, overwritten below
-                slot_ids = torch.full(code_mask.shape, config.image_token_id, dtype=torch.long, device=code_mask.device)
+                slot_ids = torch.full(
+                    code_mask.shape, config.image_token_id, dtype=torch.long, device=code_mask.device
+                )
             else:
                 slot_ids = self.vocabulary.codes_to_ids(codes)
             spliced = splice_image_tokens(
@@ -296,6 +311,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             image_token_ids=codes,
             image_attention_mask=code_mask,
+            vision_outputs=vision_outputs,
         )
 
     def _pad_token_id(self) -> int:
@@ -333,15 +349,27 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         With `pixel_values`, the logits cover the *expanded* sequence, returned as `expanded_input_ids` /
         `expanded_attention_mask` / `expanded_labels`. Position ids default to the running count of attended
         tokens (left padding gives the same positions as no padding).
+
+        ETT: in `"codebook"` mode, in training mode with trainable tokenizer parameters (stage 2 of
+        `gvt.ETTCallback`) and `config.ett_reconstruction_weight` (alpha) > 0, the tokenizer samples its keep
+        decision (straight-through, as in its own training) and `loss = caption_loss + alpha * reconstruction_loss`,
+        the tokenizer objective of the same pass (`gvt.training.losses.tokenizer_loss`).
         """
         expanded = None
+        ett = pixel_values is not None and self._ett_reconstruction_active()
         if pixel_values is not None:
             if inputs_embeds is not None:
                 raise ValueError("Pass either pixel_values with input_ids, or inputs_embeds, not both.")
             if past_key_values is not None and past_key_values.get_seq_length() > 0:
                 raise ValueError("pixel_values can only be given at the first (prefill) step.")
+            original_labels = labels
             expanded = self.prepare_multimodal_inputs(
-                input_ids, attention_mask, pixel_values, labels=labels, loss_on_visual_tokens=loss_on_visual_tokens
+                input_ids,
+                attention_mask,
+                pixel_values,
+                labels=labels,
+                loss_on_visual_tokens=loss_on_visual_tokens,
+                **({"selection": "sample"} if ett else {}),
             )
             input_ids, attention_mask, labels = expanded.input_ids, expanded.attention_mask, expanded.labels
             inputs_embeds = expanded.inputs_embeds
@@ -371,8 +399,20 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+        loss, caption_loss, reconstruction_loss = outputs.loss, None, None
+        if ett and outputs.loss is not None:
+            caption_loss = outputs.loss
+            reconstruction_loss = self.ett_reconstruction_loss(expanded.vision_outputs)
+            scale = self.config.ett_reconstruction_weight
+            num_items = kwargs.get("num_items_in_batch")
+            if num_items is not None and original_labels is not None:
+                # The Trainer normalises the caption loss by the label count of the whole (accumulated, gathered)
+                # batch; weight this batch's reconstruction mean by its share of those labels, alike.
+                local = original_labels[..., 1:].ne(-100).sum()
+                scale = scale * local.to(caption_loss.dtype) / torch.as_tensor(num_items).to(caption_loss)
+            loss = caption_loss + scale * reconstruction_loss
         return LaVITCausalLMOutputWithPast(
-            loss=outputs.loss,
+            loss=loss,
             logits=outputs.logits,
             past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
@@ -382,7 +422,54 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             expanded_labels=expanded.labels if expanded is not None else None,
             image_token_ids=expanded.image_token_ids if expanded is not None else None,
             image_attention_mask=expanded.image_attention_mask if expanded is not None else None,
+            caption_loss=caption_loss,
+            reconstruction_loss=reconstruction_loss,
         )
+
+    # -- ETT: the tokenizer objective in the joint loss -----------------------------------------------------------
+
+    def _ett_reconstruction_active(self) -> bool:
+        """True while ETT's reconstruction term applies: `"codebook"` mode, alpha > 0, training with gradients, and
+        some parameter of the token selector / merger / quantizer trainable."""
+        config = self.config
+        if config.image_input_mode != "codebook" or config.ett_reconstruction_weight <= 0:
+            return False
+        if not (self.training and torch.is_grad_enabled()):
+            return False
+        tokenizer = self.vision_tokenizer
+        parts = (tokenizer.token_selector, tokenizer.token_merger, tokenizer.quantizer)
+        return any(p.requires_grad for part in parts for p in part.parameters())
+
+    def ett_decoder_type(self) -> str:
+        """The feature decoder ETT's reconstruction term uses (`"highres"` when present); it must map the codes back
+        to one encoder feature per patch."""
+        vision = self.config.vision_config
+        if not vision.decoder_types:
+            raise ValueError(
+                "ETT's reconstruction term needs a feature decoder; vision_config.decoder_types is empty."
+            )
+        if vision.decoder_output_dim != vision.hidden_size or vision.decoder_num_queries != vision.num_patches:
+            raise ValueError(
+                "ETT's reconstruction term decodes the codes back to the encoder's patch features: it needs "
+                f"vision_config.decoder_output_dim ({vision.decoder_output_dim}) == hidden_size ({vision.hidden_size}) "
+                f"and decoder_num_queries ({vision.decoder_num_queries}) == num_patches ({vision.num_patches}); "
+                "or set config.ett_reconstruction_weight = 0 to tune the tokenizer on the caption loss alone."
+            )
+        return "highres" if "highres" in vision.decoder_types else vision.decoder_types[0]
+
+    def ett_reconstruction_loss(self, vision_outputs) -> torch.Tensor:
+        """The tokenizer objective (`gvt.training.losses.tokenizer_loss`) of one tokenizer pass: cosine reconstruction
+        of the (detached) encoder patch features from the straight-through codes, codebook / commitment terms and
+        the keep-ratio penalty towards `config.ett_target_keep_ratio`."""
+        try:  # not a relative import: remote-code repos load without `gvt`, which only ETT training needs
+            from gvt.training.losses import straight_through_codes, tokenizer_loss
+        except ImportError as error:
+            raise ImportError("ETT's joint loss needs the `gvt` package (`pip install gvt`).") from error
+        decoder = self.vision_tokenizer.decoders[self.ett_decoder_type()]
+        codes = straight_through_codes(vision_outputs.quantizer_inputs, vision_outputs.quantized)
+        decoded = decoder(codes, vision_outputs.attention_mask).decoded_features
+        target = vision_outputs.encoder_hidden_states[:, 1:].detach()
+        return tokenizer_loss(vision_outputs, decoded, target, self.config.ett_target_keep_ratio).loss
 
     # -- generation ----------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,275 @@
+"""Training [`LaVITForCausalLM`] with `transformers.Trainer`: datasets, arguments, LoRA, and the `gvt train` jobs.
+
+Three trainings, one command each (`gvt train tokenizer|llm|ett --help`); every one also runs under
+`accelerate launch` or `torchrun --nproc_per_node N` (CPU processes talk over gloo):
+
+- `tokenizer`: LaVIT stage 1, [`gvt.training.tokenizer_training.train_tokenizer`] on the dataset's images.
+- `llm`: LLM training on image + text rows ([`GVTDataCollator`]; captions or prompt + answer), the tokenizer
+  frozen; `--lora` trains LoRA adapters on the language model only (peft), saved as an adapter.
+- `ett`: `"codebook"` mode with [`ETTCallback`]: projector first, then tokenizer + LLM jointly with
+  `L_caption + alpha * L_reconstruction`.
+
+Library use, the same in a script:
+
+```python
+from transformers import Trainer
+from gvt import GVTDataCollator, ETTCallback
+from gvt.training.llm_training import training_arguments
+
+args = training_arguments("out", max_steps=1000, per_device_train_batch_size=8, learning_rate=1e-4)
+trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=GVTDataCollator(processor),
+                  callbacks=[ETTCallback(unfreeze_step=500)])
+trainer.train()                       # or trainer.train(resume_from_checkpoint=True)
+```
+
+`training_arguments` only fills defaults this package needs: `remove_unused_columns=False` (the collator reads the
+raw `image` / `text` columns, which the Trainer would otherwise drop), `restore_callback_states_from_checkpoint=True`,
+gloo on CPU, no external loggers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments
+from transformers.utils import logging
+
+from .collator import GVTDataCollator
+from .ett import ETTCallback
+
+logger = logging.get_logger(__name__)
+
+DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)$"
+
+
+def training_arguments(output_dir: str | os.PathLike, **overrides: Any) -> TrainingArguments:
+    """`TrainingArguments` with the defaults gvt's collator and callback need (see the module docstring); any
+    `TrainingArguments` field can be overridden."""
+    defaults: dict[str, Any] = {
+        "remove_unused_columns": False,
+        "restore_callback_states_from_checkpoint": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "dataloader_num_workers": 0,
+    }
+    if not torch.cuda.is_available():
+        defaults["use_cpu"] = True
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun / accelerate launch on CPU
+            defaults["ddp_backend"] = "gloo"
+    defaults.update(overrides)
+    return TrainingArguments(output_dir=str(output_dir), **defaults)
+
+
+def make_lora_model(
+    model,
+    r: int = 8,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.0,
+    target_modules: str | list[str] = DEFAULT_LORA_TARGETS,
+    modules_to_save: list[str] | None = None,
+):
+    """`peft.get_peft_model` with LoRA on the language model's attention projections only (the vision tokenizer
+    stays untouched). Only the adapters train; `save_pretrained` writes the adapter, which
+    `peft.PeftModel.from_pretrained(fresh_base, folder)` loads back. For ETT pass
+    `modules_to_save=["codebook_projector", "token_selector", "token_merger", "quantizer", "highres"]` so that the
+    projector and tokenizer train as saved copies."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=target_modules,
+        modules_to_save=modules_to_save,
+    )
+    return get_peft_model(model, config)
+
+
+def load_rows(source: str, split: str = "train", streaming: bool = False, image_size: int = 112):
+    """A dataset of training rows from `source`:
+
+    - `synthetic:N` / `synthetic:N:count` / `synthetic:N:presence`: N synthetic scenes as caption rows (`image`,
+      `text`) or question rows (`image`, `prompt`, `answer`);
+    - a folder: `datasets`' image folder (a `metadata.jsonl` gives the `text` or `prompt` / `answer` columns);
+    - a `.json` / `.jsonl` / `.parquet` file (image paths, relative to the file's folder, or image bytes);
+    - anything else: a dataset name or folder for `datasets.load_dataset`.
+    """
+    import datasets
+
+    if source.startswith("synthetic:"):
+        from ..data import build_synthetic_dataset, to_caption_rows, to_qa_rows
+
+        parts = source.split(":")
+        count = int(parts[1])
+        kind = parts[2] if len(parts) > 2 else "caption"
+        scenes = build_synthetic_dataset(count, 0, 0, image_size=image_size)["train"]
+        rows = to_caption_rows(scenes) if kind == "caption" else to_qa_rows(scenes, kind=kind)
+        return rows.to_iterable_dataset() if streaming else rows
+    path = Path(source)
+    if path.is_dir():
+        return datasets.load_dataset("imagefolder", data_dir=str(path), split=split, streaming=streaming)
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix in (".json", ".jsonl", ".parquet"):
+        builder = "parquet" if suffix == ".parquet" else "json"
+        return datasets.load_dataset(builder, data_files=str(path), split=split, streaming=streaming)
+    return datasets.load_dataset(source, split=split, streaming=streaming)
+
+
+def _image_root(source: str) -> str | None:
+    path = Path(source)
+    return str(path.parent) if path.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# `gvt train`
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `gvt train`."""
+    parser.add_argument("job", choices=["tokenizer", "llm", "ett"], help="which training")
+    parser.add_argument("--model", default="tiny", help="a saved model folder, or 'tiny' (tiny random, for trials)")
+    parser.add_argument("--dataset", default="synthetic:64", help="see gvt.training.llm_training.load_rows")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--streaming", action="store_true", help="stream the dataset (needs --max-steps)")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--max-steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=4, help="per device")
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
+    parser.add_argument("--resume", default=None, help="a checkpoint folder, or 'last'")
+    parser.add_argument("--lora", action="store_true", help="llm / ett: LoRA adapters on the language model")
+    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--supervise", choices=["answer", "all"], default="answer")
+    parser.add_argument("--on-bad-image", choices=["raise", "skip"], default="raise")
+    parser.add_argument("--unfreeze-step", type=int, default=None, help="ett: stage 2 after N steps (default: half)")
+    parser.add_argument("--refreeze-step", type=int, default=None, help="ett: stage 3 after N steps")
+    parser.add_argument("--alpha", type=float, default=None, help="ett: reconstruction weight (config default 0.25)")
+    parser.add_argument("--target-keep-ratio", type=float, default=0.5, help="tokenizer: keep-ratio target")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--result-json", default=None, help="write the per-step losses here (main process)")
+
+
+def _load_model(name: str, mode: str):
+    from ..tiny_random import build_tiny_random
+
+    if name == "tiny":
+        overrides = {"vision_config": {"decoder_output_dim": 64}} if mode == "codebook" else {}
+        return build_tiny_random(image_input_mode=mode, seed=0, **overrides)
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    return AutoModelForCausalLM.from_pretrained(name), AutoProcessor.from_pretrained(name)
+
+
+def _train_tokenizer_job(args: argparse.Namespace) -> dict[str, Any]:
+    from ..configuration_gvt import GVTVisionConfig
+    from ..image_processing_gvt import GVTImageProcessor
+    from ..modeling_gvt import GVTVisionTokenizer
+    from .tokenizer_training import train_tokenizer
+
+    if args.model == "tiny":
+        torch.manual_seed(args.seed)
+        tokenizer = GVTVisionTokenizer(GVTVisionConfig.from_preset("tiny", decoder_output_dim=64))
+    else:
+        tokenizer = GVTVisionTokenizer.from_pretrained(args.model)
+    size = tokenizer.config.image_size
+    rows = load_rows(args.dataset, args.split, image_size=size)
+    processor = GVTImageProcessor(size={"height": size, "width": size})
+    pixels = processor(list(rows["image"]), return_tensors="pt")["pixel_values"]
+    accelerator = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    history = train_tokenizer(
+        tokenizer,
+        pixels,
+        num_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        target_keep_ratio=args.target_keep_ratio,
+        seed=args.seed,
+        progress_bar=not args.no_progress,
+        accelerator=accelerator,
+    )
+    if accelerator is None or accelerator.is_main_process:
+        tokenizer.save_pretrained(args.output_dir)
+    return {"loss": history.loss, "final_loss": history.loss[-1]}
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run `gvt train JOB` from parsed arguments; returns the exit code."""
+    if args.job == "tokenizer":
+        result = _train_tokenizer_job(args)
+    else:
+        result = _train_llm_job(args)
+    if args.result_json and int(os.environ.get("RANK", "0")) == 0:
+        Path(args.result_json).write_text(json.dumps(result, indent=1))
+    print(f"gvt train {args.job}: final loss {result['final_loss']:.6f}; saved to {args.output_dir}")
+    return 0
+
+
+def _train_llm_job(args: argparse.Namespace) -> dict[str, Any]:
+    model, processor = _load_model(args.model, "codebook" if args.job == "ett" else "ids")
+    callbacks = []
+    if args.job == "ett":
+        if args.alpha is not None:
+            model.config.ett_reconstruction_weight = args.alpha
+        unfreeze = args.unfreeze_step if args.unfreeze_step is not None else args.max_steps // 2
+        callbacks.append(ETTCallback(unfreeze_step=unfreeze, refreeze_step=args.refreeze_step))
+    else:
+        model.vision_tokenizer.requires_grad_(False)
+    if args.lora:
+        to_save = None
+        if args.job == "ett":
+            to_save = ["codebook_projector", "token_selector", "token_merger", "quantizer", "highres"]
+        elif model.codebook_projector is not None:
+            to_save = ["codebook_projector"]
+        model = make_lora_model(model, r=args.lora_r, modules_to_save=to_save)
+    vision_size = processor.image_processor.size
+    rows = load_rows(args.dataset, args.split, streaming=args.streaming, image_size=vision_size["height"])
+    collator = GVTDataCollator(
+        processor, supervise=args.supervise, on_bad_image=args.on_bad_image, image_root=_image_root(args.dataset)
+    )
+    save = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {}
+    training_args = training_arguments(
+        args.output_dir,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        disable_tqdm=args.no_progress,
+        **save,
+    )
+    trainer = Trainer(model=model, args=training_args, train_dataset=rows, data_collator=collator, callbacks=callbacks)
+    resume = True if args.resume == "last" else args.resume
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(args.output_dir)
+    if trainer.is_world_process_zero() and hasattr(processor, "save_pretrained"):
+        processor.save_pretrained(args.output_dir)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    stages = [entry for entry in trainer.state.log_history if "ett_stage" in entry]
+    return {"loss": losses, "final_loss": losses[-1], "ett_stages": stages, "skipped_rows": collator.num_skipped}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gvt.training.llm_training JOB ...`: the same as `gvt train JOB ...`."""
+    parser = argparse.ArgumentParser(prog="gvt train", description=__doc__.split("\n\n")[0])
+    add_train_arguments(parser)
+    return run_train(parser.parse_args(argv))
+
+
+__all__ = ["training_arguments", "make_lora_model", "load_rows", "add_train_arguments", "run_train", "main"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

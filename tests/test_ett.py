@@ -1,0 +1,202 @@
+"""ETT: the joint loss in one forward, the stage schedule of ETTCallback under Trainer, exact checkpoint resume."""
+
+import functools
+
+import pytest
+import torch
+from transformers import Trainer, TrainerCallback, TrainerState
+
+from gvt.data import build_synthetic_dataset, to_caption_rows
+from gvt.tiny_random import build_tiny_random
+from gvt.training.collator import GVTDataCollator
+from gvt.training.ett import ETTCallback, ett_parameter_groups, prepare_ett_model
+from gvt.training.llm_training import training_arguments
+
+torch.set_num_threads(1)
+
+WATCHED = {
+    "codebook": "vision_tokenizer.quantizer.codebook.weight",
+    "merger": "vision_tokenizer.token_merger.norm.weight",
+    "decoder": "vision_tokenizer.decoders.highres.in_proj.weight",
+    "projector": "codebook_projector.0.weight",
+    "llm": "language_model.model.layers.0.self_attn.q_proj.weight",
+    "encoder": "vision_tokenizer.encoder.patch_embedding.weight",
+}
+
+
+def ett_model():
+    return build_tiny_random("codebook", seed=0, vision_config={"decoder_output_dim": 64})
+
+
+@functools.cache
+def caption_rows():
+    return to_caption_rows(build_synthetic_dataset(8, 0, 0, image_size=112)["train"])
+
+
+class Snapshots(TrainerCallback):
+    """Copies of the watched parameters after every optimizer step (index 0: before training)."""
+
+    def __init__(self):
+        self.steps: dict[int, dict[str, torch.Tensor]] = {}
+
+    def _take(self, model, step):
+        params = dict(model.named_parameters())
+        self.steps[step] = {key: params[name].detach().clone() for key, name in WATCHED.items()}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._take(model, state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self._take(model, state.global_step)
+
+
+def run(output_dir, callback, max_steps=4, resume=None, save_steps=None, snapshots=None):
+    model, processor = ett_model()
+    save = {"save_strategy": "steps", "save_steps": save_steps} if save_steps else {}
+    args = training_arguments(
+        output_dir,
+        max_steps=max_steps,
+        per_device_train_batch_size=2,
+        learning_rate=1e-2,
+        seed=0,
+        disable_tqdm=True,
+        **save,
+    )
+    callbacks = [callback] + ([snapshots] if snapshots is not None else [])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=caption_rows(),
+        data_collator=GVTDataCollator(processor),
+        callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer, model
+
+
+def test_joint_loss_is_caption_plus_alpha_reconstruction_in_one_forward():
+    model, processor = ett_model()
+    batch = GVTDataCollator(processor)([caption_rows()[0], caption_rows()[1]])
+    model.train()
+    torch.manual_seed(0)
+    out = model(**batch)
+    assert out.caption_loss is not None and out.reconstruction_loss is not None
+    assert model.config.ett_reconstruction_weight == 0.25
+    torch.testing.assert_close(out.loss, out.caption_loss + 0.25 * out.reconstruction_loss, rtol=0, atol=0)
+    out.loss.backward()
+    tokenizer = model.vision_tokenizer
+    assert tokenizer.quantizer.codebook.weight.grad.abs().sum() > 0  # codebook loss
+    assert tokenizer.decoders["highres"].in_proj.weight.grad.abs().sum() > 0  # reconstruction
+    assert tokenizer.token_selector.score_head[-1].weight.grad.abs().sum() > 0  # keep ratio, straight-through
+    # Frozen tokenizer (stage 1), eval mode or alpha = 0: the plain caption loss.
+    tokenizer.requires_grad_(False)
+    frozen = model(**batch)
+    assert frozen.reconstruction_loss is None and frozen.caption_loss is None
+    tokenizer.requires_grad_(True)
+    model.eval()
+    with torch.no_grad():
+        assert model(**batch).reconstruction_loss is None
+    model.train()
+    model.config.ett_reconstruction_weight = 0.0
+    assert model(**batch).reconstruction_loss is None
+
+
+def test_reconstruction_needs_a_fitting_decoder():
+    model, processor = build_tiny_random("codebook", seed=0)  # tiny preset: decoder width 96 != encoder width 64
+    batch = GVTDataCollator(processor)([caption_rows()[0]])
+    model.train()
+    with pytest.raises(ValueError, match="decoder_output_dim"):
+        model(**batch)
+
+
+def test_parameter_groups_and_prepare():
+    model, _ = ett_model()
+    groups = ett_parameter_groups(model)
+    assert WATCHED["projector"] in groups["projector"]
+    assert {WATCHED["codebook"], WATCHED["merger"], WATCHED["decoder"]} <= set(groups["tokenizer"])
+    assert WATCHED["encoder"] not in groups["tokenizer"]
+    assert WATCHED["llm"] in groups["language_model"]
+    prepare_ett_model(model)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {name for group in groups.values() for name in group}
+    assert not any(name.startswith("vision_tokenizer.decoders.lowres") for name in trainable)
+    prepare_ett_model(model, train_language_model=False)
+    assert not any(p.requires_grad for p in model.language_model.parameters())
+
+
+def test_stage_schedule_function():
+    callback = ETTCallback(unfreeze_step=2, refreeze_step=5)
+    assert [callback.stage_at(step) for step in range(7)] == [1, 1, 2, 2, 2, 3, 3]
+    by_epoch = ETTCallback(unfreeze_epoch=1)
+    assert [by_epoch.stage_at(0, epoch) for epoch in (0.0, 0.5, 0.999, 1.0, 2.5)] == [1, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="exactly one"):
+        ETTCallback()
+    with pytest.raises(ValueError, match="after unfreeze_step"):
+        ETTCallback(unfreeze_step=3, refreeze_step=3)
+    with pytest.raises(ValueError, match="non-negative"):
+        ETTCallback(unfreeze_step=-1)
+    state = ETTCallback.from_state(ETTCallback(unfreeze_step=4, stage=2).state())
+    assert state.unfreeze_step == 4 and state.stage == 2
+
+
+def test_stage3_refreezes_the_tokenizer():
+    model, _ = ett_model()
+    callback = ETTCallback(unfreeze_step=1, refreeze_step=2)
+    callback.on_init_end(None, TrainerState(), None, model=model)
+    state = TrainerState(max_steps=3)
+    callback.on_train_begin(None, state, None, model=model)
+    codebook = model.vision_tokenizer.quantizer.codebook.weight
+    assert not codebook.requires_grad and model.codebook_projector[0].weight.requires_grad
+    state.global_step = 1
+    callback.on_step_begin(None, state, None, model=model)
+    assert codebook.requires_grad and model.language_model.lm_head.weight.requires_grad
+    codebook.grad = torch.ones_like(codebook)
+    state.global_step = 2
+    callback.on_step_begin(None, state, None, model=model)
+    assert not codebook.requires_grad and codebook.grad is None
+    assert model.language_model.lm_head.weight.requires_grad
+    assert [entry["ett_stage"] for entry in state.log_history] == [1, 2, 3]
+
+
+def test_unfreeze_step_past_the_end_raises(tmp_path):
+    with pytest.raises(ValueError, match="past the end"):
+        run(tmp_path, ETTCallback(unfreeze_step=4), max_steps=4)
+
+
+def test_callback_added_after_the_optimizer_was_built_raises(tmp_path):
+    model, processor = ett_model()
+    model.vision_tokenizer.requires_grad_(False)
+    args = training_arguments(tmp_path, max_steps=2, per_device_train_batch_size=2, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=caption_rows(), data_collator=GVTDataCollator(processor))
+    trainer.add_callback(ETTCallback(unfreeze_step=1))
+    with pytest.raises(ValueError, match="optimizer does not hold"):
+        trainer.train()
+
+
+def test_unfreeze_schedule_bit_identity_and_exact_resume(tmp_path):
+    k = 2
+    snapshots = Snapshots()
+    trainer, model = run(tmp_path / "full", ETTCallback(unfreeze_step=k), save_steps=k, snapshots=snapshots)
+    steps = snapshots.steps
+    assert sorted(steps) == [0, 1, 2, 3, 4]
+    for key in ("codebook", "merger", "decoder", "llm"):
+        for step in range(1, k + 1):  # bit-identical through step k ...
+            assert torch.equal(steps[step][key], steps[0][key]), (key, step)
+        assert not torch.equal(steps[k + 1][key], steps[k][key]), key  # ... changed after
+    assert not torch.equal(steps[1]["projector"], steps[0]["projector"])  # the projector trains from step 1
+    for step in range(1, 5):  # never trained: the encoder
+        assert torch.equal(steps[step]["encoder"], steps[0]["encoder"])
+    norms = steps[4]["codebook"].norm(dim=-1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))  # re-normalised after each stage-2 step
+    stages = [(entry["ett_stage"], entry["step"]) for entry in trainer.state.log_history if "ett_stage" in entry]
+    assert stages == [(1, 0), (2, k)]
+
+    # Interrupted after step k, resumed from its checkpoint: the same final weights.
+    checkpoint = tmp_path / "full" / f"checkpoint-{k}"
+    assert checkpoint.is_dir()
+    resumed_trainer, resumed = run(tmp_path / "full", ETTCallback(unfreeze_step=k), resume=str(checkpoint))
+    assert resumed_trainer.state.global_step == 4
+    assert resumed.vision_tokenizer.quantizer.codebook.weight.requires_grad  # stage 2 re-applied on resume
+    final = dict(model.named_parameters())
+    for name, param in resumed.named_parameters():
+        assert torch.equal(param, final[name]), name
