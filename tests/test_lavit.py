@@ -270,3 +270,23 @@ def test_resize_token_embeddings_keeps_config_in_step():
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([[1, 5, 300, 6]])).logits
     assert logits.shape[-1] == 800
+
+
+def test_image_generation_caps_codes_at_num_patches_and_ignores_caption_beams():
+    model, processor = tiny("ids")
+    model.generation_config.num_beams = 2  # a captioning default must not turn image generation into beam search
+    prompt = processor(text="a red circle", return_tensors="pt")
+    num_patches = model.config.vision_config.num_patches
+    handle = model.language_model.lm_head.register_forward_hook(boost_hook(6, -1000.0))  # never stop by itself
+    try:
+        with torch.no_grad():
+            out = model.generate_images(
+                **prompt, max_new_tokens=num_patches + 5, min_new_tokens=num_patches + 5, guidance_scale=2.0
+            )
+    finally:
+        handle.remove()
+    assert out.sequences.shape[1] == num_patches + 5
+    assert out.image_token_ids.shape[1] == num_patches
+    assert int(out.attention_mask.sum()) == num_patches
+    conditioning = model.vision_tokenizer.decode(out.image_token_ids, out.attention_mask)
+    assert conditioning.prompt_embeds.shape[1] == model.config.vision_config.decoder_num_queries

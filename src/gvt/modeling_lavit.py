@@ -598,6 +598,8 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         if max_new_tokens is None:
             max_new_tokens = config.vision_config.num_patches + 1
         kwargs.setdefault("pad_token_id", self._pad_token_id())
+        # Image generation samples one sequence per prompt: a captioning generation config (beams) must not leak in.
+        kwargs.setdefault("num_beams", 1)
         output, expanded_length = self._generate_expanded(
             input_ids,
             attention_mask,
@@ -616,6 +618,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         generated = output[:, expanded_length:]
         is_visual = self.vocabulary.is_visual(generated)
         mask = is_visual.long().cumprod(dim=1)  # visual ids up to the first [/IMG] (or padding)
+        mask[:, config.vision_config.num_patches :] = 0  # never more codes than an image has patches
         length = int(mask.sum(dim=1).max()) if mask.numel() else 0
         codes = (self.vocabulary.ids_to_codes(generated) * mask)[:, :length]
         return LaVITImageGenerationOutput(image_token_ids=codes, attention_mask=mask[:, :length], sequences=generated)
