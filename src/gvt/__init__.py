@@ -10,7 +10,7 @@ from transformers import (
 )
 
 from .configuration_gvt import PRESETS, VISION_PRESETS, GVTConfig, GVTVisionConfig
-from .image_processing_gvt import GVTImageProcessor
+from .image_processing_gvt import GVTImageProcessor, load_image
 from .modeling_gvt import (
     GVTDecoderOutput,
     GVTFeaturesOutput,
@@ -24,6 +24,8 @@ from .modeling_lavit_conditioning import LaVITConditioningModel
 from .pipeline_image_to_text import GVTImageToTextPipeline
 from .pipeline_lavit_decoder import LaVITDecoderPipeline, assemble_release_pipeline, build_tiny_decoder_pipeline
 from .processing_gvt import GVTProcessor
+from .training.collator import GVTDataCollator
+from .training.ett import ETTCallback
 from .vocabulary import GVTVocabulary
 
 __version__ = "0.1.0"
@@ -45,6 +47,10 @@ __all__ = [
     "LaVITCausalLMOutputWithPast",
     "LaVITImageGenerationOutput",
     "GVTProcessor",
+    "GVTImageProcessor",
+    "load_image",
+    "GVTDataCollator",
+    "ETTCallback",
     "GVTVocabulary",
     "GVTImageToTextPipeline",
     "LaVITConditioningModel",
