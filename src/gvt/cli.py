@@ -30,7 +30,12 @@ def command(name: str, help_text: str):
 
 def _configure_tokenize(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--model", default=None, help="a GVTVisionTokenizer folder or Hub id (default: tiny random)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a LaVIT repo or GVTVisionTokenizer folder / Hub id (default: the embedded default)",
+    )
+    parser.add_argument("--random", action="store_true", help="use a tiny random tokenizer instead (smoke tests)")
     parser.add_argument("--selection", choices=["deterministic", "sample"], default="deterministic")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=None)
@@ -41,7 +46,12 @@ def _configure_tokenize(parser: argparse.ArgumentParser) -> None:
 def _run_tokenize(args: argparse.Namespace) -> int:
     from .tokenize_images import load_tokenizer_and_processor, tokenize_files
 
-    tokenizer, processor = load_tokenizer_and_processor(args.model, seed=args.seed)
+    if args.random:
+        tokenizer, processor = load_tokenizer_and_processor(None, seed=args.seed)
+    else:
+        from .default_model import load_vision_tokenizer
+
+        tokenizer, processor = load_vision_tokenizer(args.model)
     results = tokenize_files(
         tokenizer, processor, args.images, selection=args.selection, seed=args.seed, max_tokens=args.max_tokens
     )
@@ -60,19 +70,55 @@ def _run_tokenize(args: argparse.Namespace) -> int:
 
 
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="a GVTVisionTokenizer folder or Hub id (default: tiny random)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    from .demo import DEFAULT_NUM_SCENES, DEFAULT_PICTURE
+
+    parser.add_argument("--model", default=None, help="a LaVIT repo folder (default: the embedded default)")
+    parser.add_argument("--num-scenes", type=int, default=DEFAULT_NUM_SCENES, help="held-out test scenes to evaluate")
+    parser.add_argument("--seed", type=int, default=None, help="data seed (default: the one the model trained with)")
+    parser.add_argument("--picture", default=DEFAULT_PICTURE, help="where to write the picture")
+    parser.add_argument("--no-picture", action="store_true", help="skip the picture (and the decoder pipeline)")
+    parser.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
 
 
-@command("demo", "the main job: tokenize sample images and decode the tokens")(_configure_demo)
+@command("demo", "the main job: caption and answer questions on held-out scenes, metrics table, picture")(
+    _configure_demo
+)
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    results = run_demo(args.model, seed=args.seed)
+    run_demo(
+        args.model,
+        num_scenes=args.num_scenes,
+        seed=args.seed,
+        picture=None if args.no_picture else args.picture,
+        json_path=args.json,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# gvt caption
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _configure_caption(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
+    parser.add_argument("--model", default=None, help="a LaVIT repo folder (default: the embedded default)")
+    parser.add_argument("--prompt", default=None, help="ask a question instead of captioning")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+@command("caption", "caption images (or answer --prompt about them) with the embedded default")(_configure_caption)
+def _run_caption(args: argparse.Namespace) -> int:
+    from .demo import caption_files
+
+    results = caption_files(args.images, model=args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=1)
+        print(json.dumps(results, indent=1))
+    else:
+        for item in results:
+            print(f"{item['image']}: {item['text']}")
     return 0
 
 
@@ -97,6 +143,76 @@ def _run_tiny_random(args: argparse.Namespace) -> int:
     path = save_tiny_random(args.out, image_input_mode=args.mode, seed=args.seed, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# gvt reconstruct
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _configure_reconstruct(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument(
+        "--decoder", default=None, help="a LaVITDecoderPipeline folder (default: the embedded default's decoder/)"
+    )
+    parser.add_argument(
+        "--model", default=None, help="a LaVIT repo folder with decoder/ (default: the embedded default)"
+    )
+    parser.add_argument("--out", default="reconstructions", help="output folder")
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps")
+    parser.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale")
+    parser.add_argument("--height", type=int, default=None)
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+@command("reconstruct", "tokenize images and decode the tokens back into images (diffusion decoder)")(
+    _configure_reconstruct
+)
+def _run_reconstruct(args: argparse.Namespace) -> int:
+    from .pipeline_lavit_decoder import LaVITDecoderPipeline, reconstruct_files
+
+    if args.decoder is None:
+        from .default_model import load_default
+
+        pipeline = load_default(args.model).decoder
+        if pipeline is None:
+            raise FileNotFoundError(f"The model folder {args.model} has no decoder/ pipeline; pass --decoder.")
+    else:
+        pipeline = LaVITDecoderPipeline.from_pretrained(args.decoder)
+    written = reconstruct_files(
+        pipeline,
+        args.images,
+        args.out,
+        seed=args.seed,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        height=args.height,
+        width=args.width,
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# gvt train
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _configure_train(parser: argparse.ArgumentParser) -> None:
+    from .training.llm_training import add_train_arguments
+
+    add_train_arguments(parser)
+
+
+@command("train", "train the tokenizer, the LLM (optionally LoRA) or both jointly (ETT); torchrun/accelerate ready")(
+    _configure_train
+)
+def _run_train(args: argparse.Namespace) -> int:
+    from .training.llm_training import run_train
+
+    return run_train(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,13 @@
   regulariser on the token selector ([`tokenizer_loss`]).
 - GVT: patch-level feature distillation, a student regressing a teacher's patch features with no masking
   ([`patch_distillation_loss`]).
+- Fine-grained supervision where labels exist (synthetic scenes): the token selector learns *which* patches to keep
+  from per-patch keep targets ([`selector_supervision_loss`], e.g. the patch holding each object's centre), and the
+  codes learn *what* they show from per-patch class labels through a linear probe on the code embeddings
+  ([`code_classification_loss`]). Both are optional terms of [`tokenizer_loss`] (weight 0 by default). They answer
+  two failure modes of the unsupervised objective on small data: the keep-ratio penalty alone drives every patch to
+  the same keep probability (the deterministic rule then keeps all or nothing), and reconstruction alone lets the
+  decoder settle on the mean feature while the codes carry nothing an LLM can count.
 
 The codebook is learned by the codebook loss `||sg(z) - q||^2` (not by EMA updates): the trainer re-normalises the
 codebook rows after every optimizer step ([`normalize_codebook_`]) and restarts dead codes ([`restart_dead_codes_`]).
@@ -40,6 +47,10 @@ class TokenizerLossOutput(ModelOutput):
             target ratio too, not only its samples.
         keep_ratio: the soft keep ratio (mean selector keep probability), detached.
         hard_keep_ratio: the share of patches actually kept, detached.
+        selector_supervision: NLL of the selector against per-patch keep targets, unweighted (0 without targets).
+        code_classification: cross-entropy of the code probe against the kept tokens' class labels, unweighted (0
+            without labels).
+        code_accuracy: accuracy of the code probe on the kept tokens, detached (0 without labels).
     """
 
     loss: torch.FloatTensor | None = None
@@ -50,6 +61,9 @@ class TokenizerLossOutput(ModelOutput):
     selector_entropy: torch.FloatTensor | None = None
     keep_ratio: torch.FloatTensor | None = None
     hard_keep_ratio: torch.FloatTensor | None = None
+    selector_supervision: torch.FloatTensor | None = None
+    code_classification: torch.FloatTensor | None = None
+    code_accuracy: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -119,6 +133,48 @@ def selector_entropy(selector_log_probs: torch.Tensor) -> torch.Tensor:
     return -(log_probs.exp() * log_probs).sum(dim=-1).mean()
 
 
+def selector_supervision_loss(
+    selector_log_probs: torch.Tensor, keep_targets: torch.Tensor, positive_weight: float = 1.0
+) -> torch.Tensor:
+    """Weighted NLL of the selector's keep / drop distribution `[B, N, 2]` against keep targets `[B, N]` (1 = keep).
+
+    `positive_weight` scales the "keep" patches (they are rare in sparse scenes); the loss is the weighted mean, so its
+    scale does not depend on how many patches are positive.
+    """
+    if keep_targets.shape != selector_log_probs.shape[:2]:
+        raise ValueError(
+            f"keep_targets must have shape {tuple(selector_log_probs.shape[:2])} (batch, patches), got "
+            f"{tuple(keep_targets.shape)}."
+        )
+    if positive_weight <= 0:
+        raise ValueError(f"positive_weight must be > 0, got {positive_weight}.")
+    targets = keep_targets.float()
+    log_probs = selector_log_probs.float()
+    weights = positive_weight * targets + (1.0 - targets)
+    nll = -(targets * log_probs[..., 0] + (1.0 - targets) * log_probs[..., 1])
+    return (weights * nll).sum() / weights.sum().clamp_min(1e-6)
+
+
+def code_classification_loss(
+    code_logits: torch.Tensor, code_labels: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy, accuracy) of a probe's logits `[B, L, C]` on the code embeddings against class labels `[B, L]`
+    over the real tokens (`attention_mask` `[B, L]`; labels `< 0` are ignored too); zeros when no token counts."""
+    if code_logits.shape[:2] != code_labels.shape or code_labels.shape != attention_mask.shape:
+        raise ValueError(
+            f"code_logits {tuple(code_logits.shape)}, code_labels {tuple(code_labels.shape)} and attention_mask "
+            f"{tuple(attention_mask.shape)} must agree on [batch, tokens]."
+        )
+    valid = attention_mask.bool() & (code_labels >= 0)
+    if not bool(valid.any()):
+        zero = code_logits.sum() * 0.0
+        return zero, zero.detach()
+    logits, labels = code_logits[valid].float(), code_labels[valid].long()
+    loss = F.cross_entropy(logits, labels)
+    accuracy = (logits.argmax(dim=-1) == labels).float().mean().detach()
+    return loss, accuracy
+
+
 def tokenizer_loss(
     output,
     decoded_features: torch.Tensor,
@@ -129,8 +185,14 @@ def tokenizer_loss(
     commitment_weight: float = 0.25,
     keep_ratio_weight: float = 2.0,
     selector_entropy_weight: float = 0.0,
+    keep_targets: torch.Tensor | None = None,
+    selector_supervision_weight: float = 0.0,
+    keep_target_positive_weight: float = 1.0,
+    code_logits: torch.Tensor | None = None,
+    code_labels: torch.Tensor | None = None,
+    code_classification_weight: float = 0.0,
 ) -> TokenizerLossOutput:
-    """LaVIT's tokenizer objective.
+    """LaVIT's tokenizer objective, optionally with fine-grained supervision.
 
     Args:
         output ([`GVTVisionTokenizerOutput`]): a forward pass of the tokenizer (`quantizer_inputs`, `quantized`,
@@ -139,17 +201,31 @@ def tokenizer_loss(
             [`straight_through_codes`] of the same output.
         target_features (`[B, N, D]`): the frozen encoder's patch features (CLS dropped).
         target_keep_ratio: the share of patches the selector should keep, in (0, 1].
+        keep_targets (`[B, N]`, *optional*): per-patch keep targets for [`selector_supervision_loss`], weighted by
+            `selector_supervision_weight` (`keep_target_positive_weight` on the positives).
+        code_logits (`[B, L, C]`), code_labels (`[B, L]`), *optional*: a probe's logits on the kept tokens' code
+            embeddings and their class labels, for [`code_classification_loss`] weighted by
+            `code_classification_weight`.
     """
     reconstruction = feature_reconstruction_loss(decoded_features, target_features)
     codebook, commitment = codebook_losses(output.quantizer_inputs, output.quantized, output.attention_mask)
     penalty, keep_ratio = keep_ratio_loss(output.selector_log_probs, target_keep_ratio)
     entropy = selector_entropy(output.selector_log_probs)
+    zero = reconstruction.new_zeros(())
+    supervision = zero
+    if keep_targets is not None:
+        supervision = selector_supervision_loss(output.selector_log_probs, keep_targets, keep_target_positive_weight)
+    classification, accuracy = zero, zero
+    if code_logits is not None and code_labels is not None:
+        classification, accuracy = code_classification_loss(code_logits, code_labels, output.attention_mask)
     loss = (
         reconstruction_weight * reconstruction
         + codebook_weight * codebook
         + commitment_weight * commitment
         + keep_ratio_weight * penalty
         + selector_entropy_weight * entropy
+        + selector_supervision_weight * supervision
+        + code_classification_weight * classification
     )
     hard = output.keep_mask.float().mean() if output.keep_mask is not None else keep_ratio
     return TokenizerLossOutput(
@@ -161,6 +237,9 @@ def tokenizer_loss(
         selector_entropy=entropy,
         keep_ratio=keep_ratio,
         hard_keep_ratio=hard.detach(),
+        selector_supervision=supervision,
+        code_classification=classification,
+        code_accuracy=accuracy,
     )
 
 
@@ -284,6 +363,8 @@ __all__ = [
     "codebook_losses",
     "keep_ratio_loss",
     "selector_entropy",
+    "selector_supervision_loss",
+    "code_classification_loss",
     "tokenizer_loss",
     "patch_distillation_loss",
     "normalize_codebook_",

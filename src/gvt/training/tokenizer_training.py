@@ -4,7 +4,9 @@
   (hard Gumbel-softmax, straight-through), token merger, quantizer and one feature decoder learn to reconstruct them
   ([`tokenizer_loss`]: cosine reconstruction + codebook / commitment + keep-ratio regulariser). After every optimizer
   step the codebook rows are re-normalised and codes unused for `dead_code_threshold` steps restart at recent
-  quantizer inputs.
+  quantizer inputs. Where labels exist (synthetic scenes), optional fine-grained supervision: per-patch keep targets
+  for the selector (`keep_targets`, optionally teacher-forcing the kept set) and per-patch class labels for the codes
+  through a linear probe (`code_labels`), see `gvt.training.losses`.
 - [`train_patch_distillation`]: GVT's patch-level feature distillation of an encoder from a frozen teacher.
 - [`pretrain_encoder_on_patch_labels`]: no pretrained encoder exists offline, so give the encoder something to encode
   first: per-patch classification (e.g. `gvt.data.patch_labels` of the synthetic scenes) with a linear head.
@@ -74,6 +76,11 @@ class TrainingHistory:
     codebook_usage: list[float] = field(default_factory=list)
     perplexity: list[float] = field(default_factory=list)
     restarted_codes: list[int] = field(default_factory=list)
+    selector_supervision: list[float] = field(default_factory=list)
+    code_classification: list[float] = field(default_factory=list)
+    code_accuracy: list[float] = field(default_factory=list)
+    code_probe: nn.Module | None = None
+    """The trained linear probe codes -> classes (only with `code_labels`)."""
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -232,6 +239,12 @@ class TokenizerObjective(nn.Module):
     training mode), feeds the straight-through code embeddings `z + sg(q - z)` to the feature decoder
     `decoder_type`, and compares its `decoded_features` with the encoder's patch features (detached: with a frozen
     encoder they carry no graph at all).
+
+    Optional fine-grained supervision (weights 0 by default): `keep_targets` `[B, N]` train the selector directly
+    (`selector_supervision_weight`; with `teacher_forced_selection` the merger and quantizer also see exactly the
+    target patches as kept, as in teacher forcing), and `code_labels` `[B, N]` (one class id per patch, `-100` to
+    ignore) train a linear probe `code_probe` on the straight-through code embeddings of the kept tokens
+    (`code_classification_weight`, `num_code_classes` classes), so that codes carry the class of what they show.
     """
 
     def __init__(
@@ -244,9 +257,23 @@ class TokenizerObjective(nn.Module):
         commitment_weight: float = 0.25,
         keep_ratio_weight: float = 2.0,
         selector_entropy_weight: float = 0.0,
+        selector_supervision_weight: float = 0.0,
+        keep_target_positive_weight: float = 1.0,
+        code_classification_weight: float = 0.0,
+        num_code_classes: int | None = None,
+        teacher_forced_selection: bool = False,
     ):
         super().__init__()
         check_tokenizer_for_training(tokenizer, decoder_type)
+        if code_classification_weight > 0 and not num_code_classes:
+            raise ValueError("code_classification_weight > 0 needs num_code_classes (the number of patch classes).")
+        self.code_probe = (
+            nn.Linear(tokenizer.config.codebook_dim, num_code_classes).to(tokenizer.device)
+            if num_code_classes
+            else None
+        )
+        self.teacher_forced_selection = teacher_forced_selection
+        self.keep_target_positive_weight = keep_target_positive_weight
         self.tokenizer = tokenizer
         self.decoder_type = decoder_type
         self.target_keep_ratio = check_target_keep_ratio(target_keep_ratio)
@@ -256,16 +283,41 @@ class TokenizerObjective(nn.Module):
             "commitment_weight": commitment_weight,
             "keep_ratio_weight": keep_ratio_weight,
             "selector_entropy_weight": selector_entropy_weight,
+            "selector_supervision_weight": selector_supervision_weight,
+            "code_classification_weight": code_classification_weight,
         }
 
     def forward(
-        self, pixel_values: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        pixel_values: torch.Tensor,
+        generator: torch.Generator | None = None,
+        keep_targets: torch.Tensor | None = None,
+        code_labels: torch.Tensor | None = None,
     ) -> tuple[TokenizerLossOutput, GVTVisionTokenizerOutput]:
-        output = self.tokenizer(pixel_values, selection="sample", generator=generator)
+        if self.teacher_forced_selection and keep_targets is None:
+            raise ValueError("teacher_forced_selection needs keep_targets.")
+        keep_mask = keep_targets if self.teacher_forced_selection else None
+        output = self.tokenizer(pixel_values, selection="sample", generator=generator, keep_mask=keep_mask)
         target = output.encoder_hidden_states[:, 1:].detach()
         codes = straight_through_codes(output.quantizer_inputs, output.quantized)
         decoded = self.tokenizer.decoders[self.decoder_type](codes, output.attention_mask).decoded_features
-        losses = tokenizer_loss(output, decoded, target, self.target_keep_ratio, **self.weights)
+        code_logits = token_labels = None
+        if self.code_probe is not None and code_labels is not None:
+            keep = output.keep_mask.to(codes.dtype)
+            _, (token_labels,) = GVTVisionTokenizer.gather_kept(keep, code_labels.long() + 1)
+            token_labels = token_labels - 1  # padding (gathered as 0) becomes -1: ignored
+            code_logits = self.code_probe(codes)
+        losses = tokenizer_loss(
+            output,
+            decoded,
+            target,
+            self.target_keep_ratio,
+            keep_targets=keep_targets,
+            keep_target_positive_weight=self.keep_target_positive_weight,
+            code_logits=code_logits,
+            code_labels=token_labels,
+            **self.weights,
+        )
         return losses, output
 
 
@@ -284,6 +336,13 @@ def train_tokenizer(
     commitment_weight: float = 0.25,
     keep_ratio_weight: float = 2.0,
     selector_entropy_weight: float = 0.0,
+    keep_targets: torch.Tensor | None = None,
+    selector_supervision_weight: float = 0.0,
+    keep_target_positive_weight: float = 1.0,
+    teacher_forced_selection: bool = False,
+    code_labels: torch.Tensor | None = None,
+    code_classification_weight: float = 0.0,
+    num_code_classes: int | None = None,
     dead_code_threshold: int | None = 20,
     usage_window: int | None = None,
     weight_decay: float = 0.01,
@@ -305,6 +364,13 @@ def train_tokenizer(
             `hidden_size` and its `decoder_num_queries` the number of patches.
         freeze_encoder: keep the encoder frozen (LaVIT). With `False` the encoder also trains; its detached output
             stays the target, which then moves.
+        keep_targets (`[M, N]` or `[M, grid, grid]`, *optional*): per-image keep targets (1 = keep this patch), with
+            tensor input only; trains the selector directly with weight `selector_supervision_weight`
+            (`keep_target_positive_weight` on the positives). `teacher_forced_selection=True` also makes the merger
+            and quantizer train on exactly the target patches (the selector still learns from the targets).
+        code_labels (`[M, N]` or `[M, grid, grid]`, *optional*): per-patch class ids (`-100` to ignore) for a linear
+            probe on the kept tokens' code embeddings (`code_classification_weight`, `num_code_classes`; default
+            `code_labels.max() + 1`); the trained probe is returned as `history.code_probe`.
         dead_code_threshold: restart codes unused for this many steps at recent quantizer inputs; `None` disables.
         usage_window: steps over which `TrainingHistory.codebook_usage` counts used codes (default:
             `dead_code_threshold`, or 20).
@@ -322,6 +388,22 @@ def train_tokenizer(
     if dead_code_threshold is not None and dead_code_threshold < 1:
         raise ValueError(f"dead_code_threshold must be None or >= 1, got {dead_code_threshold}.")
     usage_window = usage_window or dead_code_threshold or 20
+    extra = []
+    for name, tensor in (("keep_targets", keep_targets), ("code_labels", code_labels)):
+        if tensor is None:
+            continue
+        if not isinstance(pixel_values_or_dataloader, torch.Tensor):
+            raise TypeError(f"{name} needs pixel values as a tensor (not a data loader).")
+        tensor = tensor.reshape(tensor.shape[0], -1)
+        if tensor.shape[1] != model.config.num_patches:
+            raise ValueError(
+                f"{name} hold {tensor.shape[1]} patches per image; the model has {model.config.num_patches}."
+            )
+        extra.append(tensor)
+    if code_labels is not None and num_code_classes is None:
+        num_code_classes = int(code_labels.max()) + 1
+    if code_labels is None:
+        code_classification_weight = 0.0
     objective = TokenizerObjective(
         model,
         decoder_type,
@@ -331,6 +413,11 @@ def train_tokenizer(
         commitment_weight=commitment_weight,
         keep_ratio_weight=keep_ratio_weight,
         selector_entropy_weight=selector_entropy_weight,
+        selector_supervision_weight=selector_supervision_weight if keep_targets is not None else 0.0,
+        keep_target_positive_weight=keep_target_positive_weight,
+        code_classification_weight=code_classification_weight,
+        num_code_classes=num_code_classes if code_labels is not None else None,
+        teacher_forced_selection=teacher_forced_selection,
     )
 
     original_flags = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -346,6 +433,8 @@ def train_tokenizer(
 
     codebook_weight_param = model.quantizer.codebook.weight
     others = [p for p in model.parameters() if p.requires_grad and p is not codebook_weight_param]
+    if objective.code_probe is not None:
+        others += list(objective.code_probe.parameters())
     optimizer = torch.optim.AdamW(
         [
             {"params": others, "weight_decay": weight_decay},
@@ -366,7 +455,7 @@ def train_tokenizer(
 
     cpu_generator = torch.Generator().manual_seed(seed)
     sample_generator = torch.Generator(device=device).manual_seed(seed)
-    batches = _batches(data, batch_size, cpu_generator)
+    batches = _batches(data, batch_size, cpu_generator, *extra)
     codebook_size = model.config.codebook_size
     steps_since_used = torch.zeros(codebook_size, dtype=torch.long)
     last_used = torch.full((codebook_size,), -1, dtype=torch.long)
@@ -374,9 +463,12 @@ def train_tokenizer(
 
     progress = _progress(num_steps, "tokenizer", accelerator, progress_bar)
     for step in progress:
-        (pixels,) = next(batches)
+        pixels, *targets = next(batches)
         pixels = pixels.to(device=device, dtype=model.dtype)
-        losses, output = objective(pixels, sample_generator)
+        targets = [target.to(device) for target in targets]
+        batch_keep = targets.pop(0) if keep_targets is not None else None
+        batch_labels = targets.pop(0) if code_labels is not None else None
+        losses, output = objective(pixels, sample_generator, keep_targets=batch_keep, code_labels=batch_labels)
         _backward_and_step(losses.loss, parameters, optimizer, accelerator, max_grad_norm)
         normalize_codebook_(model)
 
@@ -411,12 +503,19 @@ def train_tokenizer(
         history.codebook_usage.append(float(((last_used >= 0) & (step - last_used < usage_window)).float().mean()))
         history.perplexity.append(code_perplexity(counts.cpu()))
         history.restarted_codes.append(restarted)
+        history.selector_supervision.append(float(losses.selector_supervision.detach()))
+        history.code_classification.append(float(losses.code_classification.detach()))
+        history.code_accuracy.append(float(losses.code_accuracy))
         if (step + 1) % log_every == 0 or step + 1 == num_steps:
             summary = {
                 "recon": f"{history.reconstruction[-1]:.4f}",
                 "keep": f"{history.hard_keep_ratio[-1]:.3f}",
                 "usage": f"{history.codebook_usage[-1]:.3f}",
             }
+            if keep_targets is not None:
+                summary["sel"] = f"{history.selector_supervision[-1]:.3f}"
+            if code_labels is not None:
+                summary["code_acc"] = f"{history.code_accuracy[-1]:.3f}"
             progress.set_postfix(summary)
             logger.info(f"tokenizer step {step + 1}/{num_steps}: {summary}")
         if callback is not None:
@@ -425,6 +524,9 @@ def train_tokenizer(
     model.eval()
     for name, param in model.named_parameters():
         param.requires_grad_(original_flags[name])
+    if objective is not None:
+        probe = _unwrap(objective).code_probe
+        history.code_probe = probe.eval() if probe is not None else None
     return history
 
 

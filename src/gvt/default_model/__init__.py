@@ -1,0 +1,100 @@
+"""The embedded default: a tiny LaVIT (visual tokenizer + Llama + decoder pipeline) trained on the synthetic GVTBench
+scenes by `gvt.default_model.train_default`, shipped in `weights/` (safetensors, with its model card and metrics).
+
+    from gvt.default_model import load_default
+    default = load_default()            # model, processor, decoder pipeline
+    pipe = default.captioner()          # pipeline("image-to-text", ...) on the shipped folder
+
+The folder is a plain `save_pretrained` repo: `AutoModelForImageTextToText.from_pretrained(DEFAULT_MODEL_DIR)`,
+`AutoProcessor.from_pretrained(DEFAULT_MODEL_DIR)` (after `import gvt`), or `trust_remote_code=True` without the package.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights"
+DECODER_SUBFOLDER = "decoder"
+
+
+@dataclass
+class DefaultModel:
+    """A loaded default: `model` (`LaVITForCausalLM`), `processor` (`GVTProcessor`), `decoder`
+    (`LaVITDecoderPipeline` sharing the model's vision tokenizer, or None when the folder has none) and `path`."""
+
+    model: Any
+    processor: Any
+    decoder: Any
+    path: Path
+
+    def captioner(self):
+        """The image-to-text pipeline on this model (an image alone gives a caption; `text=` asks a question)."""
+        from transformers import pipeline
+
+        from ..pipeline_image_to_text import GVTImageToTextPipeline
+
+        return pipeline(
+            "image-text-to-text",
+            model=self.model,
+            processor=self.processor,
+            pipeline_class=GVTImageToTextPipeline,
+        )
+
+
+def check_model_dir(path: str | os.PathLike | None = None) -> Path:
+    """The repo folder to load (default: the shipped weights); a clear error when it is missing."""
+    folder = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    if not (folder / "config.json").is_file():
+        hint = (
+            "The shipped default is missing from this installation; train it with "
+            "`python -m gvt.default_model.train_default --output-dir FOLDER` and pass `--model FOLDER`."
+            if path is None
+            else "Pass a folder written by `save_pretrained` (config.json, model.safetensors, processor files)."
+        )
+        raise FileNotFoundError(f"No model repo at {folder}. {hint}")
+    return folder
+
+
+def load_default(path: str | os.PathLike | None = None, with_decoder: bool = True) -> DefaultModel:
+    """Load the shipped default (or the repo folder `path`) through the Auto classes, in eval mode."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from .. import LaVITDecoderPipeline  # noqa: F401  (registers the Auto classes)
+
+    folder = check_model_dir(path)
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    decoder = None
+    if with_decoder and (folder / DECODER_SUBFOLDER / "model_index.json").is_file():
+        decoder = LaVITDecoderPipeline.from_pretrained(
+            folder / DECODER_SUBFOLDER, vision_tokenizer=model.vision_tokenizer
+        )
+        decoder.set_progress_bar_config(disable=True)
+    return DefaultModel(model=model, processor=processor, decoder=decoder, path=folder)
+
+
+def load_vision_tokenizer(path: str | os.PathLike | None = None):
+    """(vision tokenizer, image processor) of the default, of a full LaVIT repo folder, or of a `GVTVisionTokenizer`
+    folder / Hub id."""
+    import json
+
+    from ..image_processing_gvt import GVTImageProcessor
+    from ..modeling_gvt import GVTVisionTokenizer
+
+    if (
+        path is None
+        or (Path(path) / "config.json").is_file()
+        and json.loads((Path(path) / "config.json").read_text()).get("model_type") == "gvt"
+    ):
+        default = load_default(path, with_decoder=False)
+        return default.model.vision_tokenizer, default.processor.image_processor
+    tokenizer = GVTVisionTokenizer.from_pretrained(path).eval()
+    size = tokenizer.config.image_size
+    return tokenizer, GVTImageProcessor(size={"height": size, "width": size})
+
+
+__all__ = ["DEFAULT_MODEL_DIR", "DefaultModel", "check_model_dir", "load_default", "load_vision_tokenizer"]

@@ -1,0 +1,550 @@
+# Copyright 2025 The gvt authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Image processor for the GVT / LaVIT visual tokenizers (PIL backend, no torchvision needed).
+
+This module imports only transformers, numpy and Pillow (no `gvt` imports), so it can be copied into a Hub repo
+and loaded with `trust_remote_code=True`.
+"""
+
+import io
+import os
+import warnings
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_base import BatchFeature
+from transformers.image_transforms import get_resize_output_image_size, get_size_with_aspect_ratio
+from transformers.image_utils import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    ChannelDimension,
+    PILImageResampling,
+    SizeDict,
+    get_image_size_for_max_height_width,
+)
+from transformers.processing_utils import ImagesKwargs, Unpack
+from transformers.utils import TensorType, is_torch_available, logging
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.get_logger(__name__)
+
+ImageSource = Union[Image.Image, np.ndarray, "torch.Tensor", str, os.PathLike, bytes, bytearray, BinaryIO]
+"""One image: a PIL image, an array or tensor (HW, HWC or CHW), a file path, encoded bytes or a binary file object."""
+
+# Modes whose pixels carry more than 8 bits (or are floats): read through numpy, not `Image.convert`, which clips.
+_HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+# Modes with an alpha channel; composited onto white.
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+# Tolerance when checking that floating-point images lie in [0, 1].
+_UNIT_RANGE_TOLERANCE = 1e-3
+_VALID_CHANNELS = (1, 3, 4)
+
+
+class GVTImageProcessorKwargs(ImagesKwargs, total=False):
+    """
+    min_size (`int`, *optional*, defaults to `self.min_size`):
+        Smallest accepted height and width (in pixels) of an input image, before resizing.
+    """
+
+    min_size: int | None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding and conversion to RGB
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _decode(source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO, name: str) -> Image.Image:
+    """Open and fully decode a path, encoded bytes or a binary file object, with Pillow's bomb limit enforced."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if path.startswith(("http://", "https://")):
+            raise ValueError(f"Could not open {name}: URLs are not fetched ({path!r}); download the file first.")
+        if not os.path.isfile(path):
+            raise ValueError(f"Could not open {name}: no such file {path!r}.")
+        fp: Any = path
+        origin = f" from {path!r}"
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ValueError(f"Could not decode {name}: the bytes are empty.")
+        fp = io.BytesIO(bytes(source))
+        origin = ""
+    else:
+        fp = source
+        origin = ""
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat the warning as the error it flags.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(fp)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ValueError(
+            f"Could not open {name}{origin}: image too large for Pillow's decompression-bomb limit "
+            f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}): {err} Raise the limit only for trusted files."
+        ) from err
+    except UnidentifiedImageError as err:
+        raise ValueError(
+            f"Could not decode {name}{origin}: not a recognised image format, or the data is corrupt."
+        ) from err
+    except Exception as err:  # truncated data, broken chunks, decoder errors, ...
+        raise ValueError(f"Could not decode {name}{origin}: {type(err).__name__}: {err}") from err
+    return image
+
+
+def _exif_transpose(image: Image.Image, name: str) -> Image.Image:
+    """Apply the EXIF orientation tag; a malformed EXIF block is ignored with a warning."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as err:
+        logger.warning_once(f"Ignoring unreadable EXIF orientation of {name}: {err}")
+        return image
+
+
+def _pil_to_rgb_array(image: Image.Image, name: str, convert_rgb: bool = True) -> np.ndarray:
+    """
+    Convert a PIL image to an HWC RGB array: `uint8` for 8-bit modes, `float32` in [0, 1] for 16-bit and `I` modes.
+
+    Transparent pixels are composited onto white; 16-bit data is scaled (not clipped) to the unit range.
+    """
+    try:
+        image.load()
+    except Exception as err:
+        raise ValueError(f"Could not decode {name}: {type(err).__name__}: {err}") from err
+    image = _exif_transpose(image, name)
+    mode = image.mode
+    if mode == "RGB" and "transparency" not in image.info:
+        return np.asarray(image)
+    if not convert_rgb:
+        raise ValueError(f"{name} has PIL mode {mode!r}, not 'RGB'; set `do_convert_rgb=True` to convert it.")
+    if mode in _HIGH_BIT_DEPTH_MODES:
+        return _array_to_rgb(np.asarray(image), name, ChannelDimension.LAST)
+    try:
+        if mode in _ALPHA_MODES or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba).convert("RGB")
+        else:
+            image = image.convert("RGB")
+    except (ValueError, OSError) as err:
+        raise ValueError(f"Could not convert {name} from PIL mode {mode!r} to RGB: {err}") from err
+    return np.asarray(image)
+
+
+def _infer_channel_axis(shape: tuple[int, ...], channels_first_default: bool, name: str) -> ChannelDimension:
+    """
+    Find the channel axis of a 3-D array. When both ends could be channels, an axis of size 3 wins; otherwise the
+    container's convention decides (channels first for torch tensors, channels last for numpy arrays).
+    """
+    first, last = shape[0] in _VALID_CHANNELS, shape[-1] in _VALID_CHANNELS
+    if first and last:
+        if (shape[0] == 3) != (shape[-1] == 3):
+            return ChannelDimension.FIRST if shape[0] == 3 else ChannelDimension.LAST
+        return ChannelDimension.FIRST if channels_first_default else ChannelDimension.LAST
+    if first:
+        return ChannelDimension.FIRST
+    if last:
+        return ChannelDimension.LAST
+    raise ValueError(
+        f"{name} has shape {tuple(shape)}: no channel axis of size 1, 3 or 4 first or last "
+        "(expected HW, HWC or CHW with 1 (gray), 3 (RGB) or 4 (RGBA) channels)."
+    )
+
+
+def _integer_to_unit_or_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    """Map integer pixels to `uint8` (8-bit data) or `float32` in [0, 1] (16-bit data)."""
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * np.uint8(255)
+    if array.dtype.kind == "u" and array.dtype.itemsize == 1:
+        return array.astype(np.uint8, copy=False)
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # 16-bit, either byte order (PIL "I;16B")
+        return array.astype(np.float32) / np.float32(65535.0)
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high > 65535:
+        raise ValueError(
+            f"{name} has integer values in [{low}, {high}]; expected 8-bit [0, 255] or 16-bit [0, 65535] data."
+        )
+    if high <= 255:
+        return array.astype(np.uint8)
+    return array.astype(np.float32) / np.float32(65535.0)
+
+
+def _array_to_rgb(
+    array: np.ndarray,
+    name: str,
+    input_data_format: ChannelDimension | str | None = None,
+    channels_first_default: bool = False,
+    convert_rgb: bool = True,
+) -> np.ndarray:
+    """
+    Convert an array (HW, HWC or CHW) to an HWC RGB array, `uint8` (8-bit data) or `float32` (everything else).
+
+    Floating-point data is checked for NaN/inf; 16-bit integers become floats in [0, 1]; alpha is composited onto
+    white (the white level is 255 for `uint8` and 1 for floats).
+    """
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise TypeError(f"{name} has unsupported array dtype {array.dtype}.")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise TypeError(f"{name} has complex dtype {array.dtype}; images must be real-valued.")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    elif array.ndim == 3:
+        if input_data_format is None:
+            axis = _infer_channel_axis(array.shape, channels_first_default, name)
+        else:
+            axis = ChannelDimension(input_data_format)
+        if axis == ChannelDimension.FIRST:
+            array = np.moveaxis(array, 0, -1)
+        if array.shape[-1] not in _VALID_CHANNELS:
+            raise ValueError(
+                f"{name} has {array.shape[-1]} channels (shape {tuple(array.shape)}); expected 1, 3 or 4 channels."
+            )
+    else:
+        raise ValueError(
+            f"{name} has {array.ndim} dimensions (shape {tuple(array.shape)}); expected HW, HWC or CHW "
+            "(or a 4-D batch of those)."
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(array.shape)}).")
+
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32, copy=False)
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} contains NaN or infinite values.")
+    else:
+        array = _integer_to_unit_or_uint8(array, name)
+
+    channels = array.shape[-1]
+    if channels != 3 and not convert_rgb:
+        raise ValueError(f"{name} has {channels} channel(s), not 3; set `do_convert_rgb=True` to convert it.")
+    if channels == 1:
+        return np.repeat(array, 3, axis=-1)
+    if channels == 4:
+        if array.dtype == np.uint8:
+            alpha = array[..., 3:].astype(np.float32) / np.float32(255.0)
+            rgb = array[..., :3].astype(np.float32)
+            return np.rint(rgb * alpha + np.float32(255.0) * (1.0 - alpha)).astype(np.uint8)
+        alpha = array[..., 3:]
+        if alpha.min() < -_UNIT_RANGE_TOLERANCE or alpha.max() > 1.0 + _UNIT_RANGE_TOLERANCE:
+            raise ValueError(f"{name} has a floating-point alpha channel outside [0, 1].")
+        return array[..., :3] * alpha + (1.0 - alpha)
+    return array
+
+
+def _to_rgb_array(
+    source: ImageSource,
+    name: str,
+    input_data_format: ChannelDimension | str | None = None,
+    convert_rgb: bool = True,
+) -> np.ndarray:
+    """Turn any supported source into an HWC RGB array (`uint8`, or `float32` for float / 16-bit data)."""
+    if isinstance(source, Image.Image):
+        return _pil_to_rgb_array(source, name, convert_rgb)
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, name, input_data_format, channels_first_default=False, convert_rgb=convert_rgb)
+    if is_torch_available():
+        import torch
+
+        if isinstance(source, torch.Tensor):
+            tensor = source.detach().cpu()
+            if tensor.dtype in (torch.bfloat16, torch.float16):
+                tensor = tensor.float()
+            return _array_to_rgb(
+                tensor.numpy(), name, input_data_format, channels_first_default=True, convert_rgb=convert_rgb
+            )
+    if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(source, "read"):
+        return _pil_to_rgb_array(_decode(source, name), name, convert_rgb)
+    raise TypeError(
+        f"{name} has unsupported type {type(source).__name__}; expected a PIL image, a numpy array, a torch tensor, "
+        "a file path or encoded image bytes."
+    )
+
+
+def _check_min_size(array: np.ndarray, name: str, min_size: int) -> None:
+    height, width = array.shape[:2]
+    if height < min_size or width < min_size:
+        raise ValueError(
+            f"{name} is too small: {width}x{height} pixels (width x height); images must be at least "
+            f"{min_size}x{min_size} (`min_size={min_size}`)."
+        )
+
+
+def load_image(source: ImageSource, *, min_size: int = 2) -> Image.Image:
+    """
+    Load one image as an RGB PIL image.
+
+    Accepts a PIL image, a numpy array or torch tensor (HW, HWC or CHW; `uint8`, 16-bit integers, or floats in
+    [0, 1]), a file path, encoded bytes or a binary file object. Applies the EXIF orientation, composites transparency
+    onto white and scales 16-bit data to 8 bits.
+
+    Raises:
+        `ValueError`: undecodable, truncated or too large (decompression-bomb limit) data, an image smaller than
+            `min_size` pixels per side, NaN values, or an unsupported shape.
+        `TypeError`: an unsupported input type.
+    """
+    array = _to_rgb_array(source, "image")
+    _check_min_size(array, "image", min_size)
+    if array.dtype != np.uint8:
+        low, high = float(array.min()), float(array.max())
+        if low < -_UNIT_RANGE_TOLERANCE or high > 1.0 + _UNIT_RANGE_TOLERANCE:
+            raise ValueError(f"image has floating-point values in [{low:g}, {high:g}]; expected [0, 1].")
+        array = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _flatten_images(images: Any) -> list[Any]:
+    """Flatten a single image, a list, a list of lists, or 4-D batch arrays / tensors into a flat list of images."""
+
+    def is_batch(item: Any) -> bool:
+        return hasattr(item, "ndim") and hasattr(item, "shape") and not isinstance(item, Image.Image)
+
+    def split(item: Any) -> list[Any]:
+        if is_batch(item) and item.ndim == 4:
+            return list(item)
+        if is_batch(item) and item.ndim > 4:
+            raise ValueError(
+                f"Got an array with {item.ndim} dimensions (shape {tuple(item.shape)}); expected HW, HWC or CHW "
+                "images or a 4-D batch of them."
+            )
+        return [item]
+
+    if isinstance(images, (list, tuple)):
+        flat: list[Any] = []
+        for item in images:
+            if isinstance(item, (list, tuple)):
+                for inner in item:
+                    if isinstance(inner, (list, tuple)):
+                        raise ValueError("Images nested more than two lists deep are not supported.")
+                    flat.extend(split(inner))
+            else:
+                flat.extend(split(item))
+    else:
+        flat = split(images)
+    if not flat:
+        raise ValueError("No images were given (empty list).")
+    return flat
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image processor
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class GVTImageProcessor(PilBackend):
+    r"""
+    Image processor for the GVT / LaVIT visual tokenizers; runs on Pillow and numpy only (no torchvision).
+
+    Defaults follow the LaVIT release: RGB, bicubic resize to 224 x 224, rescale by 1/255, CLIP mean and std.
+
+    Inputs can be PIL images (any mode: transparency is composited onto white, 16-bit data is scaled, EXIF
+    orientation is applied), numpy arrays or torch tensors (HW, HWC or CHW; `uint8`, 16-bit integers, or floats in
+    [0, 1]; 4-D batches), file paths, encoded bytes, and lists of any of those. Floating-point inputs are taken to be
+    in [0, 1] already: `do_rescale` only rescales integer data (PIL images, integer arrays).
+
+    Args:
+        do_resize (`bool`, *optional*, defaults to `True`): Resize images to `size`.
+        size (`dict[str, int]`, *optional*, defaults to `{"height": 224, "width": 224}`): Output size; also accepts
+            `{"shortest_edge": n}` (keeps the aspect ratio).
+        resample (`PILImageResampling`, *optional*, defaults to `BICUBIC`): Pillow resampling filter.
+        do_rescale (`bool`, *optional*, defaults to `True`): Rescale integer data by `rescale_factor`.
+        rescale_factor (`float`, *optional*, defaults to `1/255`): Factor used by `do_rescale`.
+        do_normalize (`bool`, *optional*, defaults to `True`): Normalise with `image_mean` and `image_std`.
+        image_mean (`list[float]`, *optional*, defaults to the CLIP mean): Per-channel mean.
+        image_std (`list[float]`, *optional*, defaults to the CLIP std): Per-channel standard deviation.
+        do_convert_rgb (`bool`, *optional*, defaults to `True`): Convert non-RGB inputs to RGB; when `False`,
+            non-RGB inputs raise a `ValueError`.
+        min_size (`int`, *optional*, defaults to 2): Smallest accepted input height and width, in pixels.
+    """
+
+    valid_kwargs = GVTImageProcessorKwargs
+    model_input_names = ["pixel_values"]
+
+    do_resize = True
+    size = {"height": 224, "width": 224}
+    resample = PILImageResampling.BICUBIC
+    do_center_crop = False
+    crop_size = None
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    image_mean = OPENAI_CLIP_MEAN
+    image_std = OPENAI_CLIP_STD
+    do_convert_rgb = True
+    min_size = 2
+
+    def __init__(self, **kwargs: Unpack[GVTImageProcessorKwargs]):
+        super().__init__(**kwargs)
+        if not isinstance(self.min_size, int) or self.min_size < 1:
+            raise ValueError(f"`min_size` must be a positive integer, got {self.min_size!r}.")
+
+    def preprocess(
+        self, images: ImageSource | list[ImageSource], **kwargs: Unpack[GVTImageProcessorKwargs]
+    ) -> BatchFeature:
+        """
+        Preprocess one image or a batch into `pixel_values` of shape `[batch, 3, height, width]` (float32).
+
+        Keyword arguments override the processor's attributes for this call (see the class docstring); pass
+        `return_tensors="pt"` for a torch tensor, `"np"` for a numpy array.
+        """
+        return super().preprocess(images, **kwargs)
+
+    def fetch_images(self, image_url_or_urls: Any) -> Any:
+        """Load paths or bytes (or nested lists of them) as RGB PIL images; other images pass through unchanged."""
+        if isinstance(image_url_or_urls, (list, tuple)):
+            return [self.fetch_images(item) for item in image_url_or_urls]
+        if isinstance(image_url_or_urls, (str, os.PathLike, bytes, bytearray, memoryview)):
+            return load_image(image_url_or_urls, min_size=self.min_size)
+        return image_url_or_urls
+
+    def _prepare_image_like_inputs(
+        self,
+        images: Any,
+        *args: Any,
+        do_convert_rgb: bool | None = None,
+        input_data_format: ChannelDimension | str | None = None,
+        min_size: int | None = None,
+        **kwargs: Any,
+    ) -> list[np.ndarray]:
+        """Decode and validate every image into an HWC RGB array (`uint8`, or `float32` for float / 16-bit data)."""
+        min_size = self.min_size if min_size is None else min_size
+        convert_rgb = True if do_convert_rgb is None else do_convert_rgb
+        prepared = []
+        for index, image in enumerate(_flatten_images(images)):
+            name = f"image {index}"
+            array = _to_rgb_array(image, name, input_data_format=input_data_format, convert_rgb=convert_rgb)
+            _check_min_size(array, name, min_size)
+            prepared.append(array)
+        return prepared
+
+    @staticmethod
+    def _output_size(height: int, width: int, size: SizeDict) -> tuple[int, int]:
+        """Target `(height, width)` for `size`, following transformers' size-dict conventions."""
+        if size.height and size.width:
+            return size.height, size.width
+        if size.shortest_edge and size.longest_edge:
+            return get_size_with_aspect_ratio((height, width), size.shortest_edge, size.longest_edge)
+        if size.shortest_edge:
+            dummy = np.empty((height, width, 1), dtype=np.uint8)
+            return get_resize_output_image_size(
+                dummy, size=size.shortest_edge, default_to_square=False, input_data_format=ChannelDimension.LAST
+            )
+        if size.max_height and size.max_width:
+            return get_image_size_for_max_height_width((height, width), size.max_height, size.max_width)
+        raise ValueError(
+            f"`size` must contain 'height' and 'width', 'shortest_edge' or 'max_height' and 'max_width'; got {size}."
+        )
+
+    @staticmethod
+    def _resize_array(image: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
+        """Resize an HWC array with Pillow; `uint8` stays `uint8`, floats are resized per channel in mode `F`."""
+        if image.shape[:2] == (height, width):
+            return image
+        if image.dtype == np.uint8:
+            return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((width, height), resample=resample))
+        channels = [
+            np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c])).resize((width, height), resample=resample))
+            for c in range(image.shape[-1])
+        ]
+        return np.stack(channels, axis=-1)
+
+    def _preprocess(
+        self,
+        images: list[np.ndarray],
+        do_resize: bool,
+        size: SizeDict,
+        resample: PILImageResampling | int | None,
+        do_center_crop: bool,
+        crop_size: SizeDict | None,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: float | tuple[float, ...] | None,
+        image_std: float | tuple[float, ...] | None,
+        do_pad: bool | None = None,
+        return_tensors: str | TensorType | None = None,
+        data_format: ChannelDimension | str | None = ChannelDimension.FIRST,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """Resize, crop, stack, rescale and normalise the prepared HWC arrays into `[batch, 3, height, width]`."""
+        if do_pad:
+            raise ValueError("`do_pad` is not supported by GVTImageProcessor; resize images to a common size instead.")
+        resample = PILImageResampling.BICUBIC if resample is None else resample
+
+        scales = []
+        processed = []
+        for index, image in enumerate(images):
+            if image.dtype == np.uint8:
+                scales.append(rescale_factor if do_rescale else 1.0)
+            else:
+                if do_rescale:
+                    low, high = float(image.min()), float(image.max())
+                    if low < -_UNIT_RANGE_TOLERANCE or high > 1.0 + _UNIT_RANGE_TOLERANCE:
+                        raise ValueError(
+                            f"image {index} is floating-point with values in [{low:g}, {high:g}]; floating-point "
+                            "images must be in [0, 1] (pass uint8 data for the 0-255 range, or set do_rescale=False)."
+                        )
+                scales.append(1.0)
+            if do_resize:
+                height, width = self._output_size(image.shape[0], image.shape[1], size)
+                image = self._resize_array(image, height, width, int(resample))
+            if do_center_crop:
+                image = self._center_crop_array(image, crop_size, index)
+            processed.append(image)
+
+        shapes = {image.shape for image in processed}
+        if len(shapes) > 1:
+            found = sorted(f"{shape[1]}x{shape[0]}" for shape in shapes)
+            raise ValueError(
+                f"Images have different sizes after preprocessing ({', '.join(found)}, width x height); "
+                "set `do_resize=True` with a fixed `size` to batch them."
+            )
+
+        batch = np.stack(processed).astype(np.float32)  # [batch, height, width, 3]
+        scale = np.asarray(scales, dtype=np.float32)[:, None, None, None]
+        if np.any(scale != 1.0):
+            batch *= scale
+        if do_normalize:
+            mean = np.asarray(image_mean, dtype=np.float32)
+            std = np.asarray(image_std, dtype=np.float32)
+            batch = (batch - mean) / std
+        if data_format is None or ChannelDimension(data_format) == ChannelDimension.FIRST:
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+        pixel_values = batch if return_tensors is not None else list(batch)
+        return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
+
+    @staticmethod
+    def _center_crop_array(image: np.ndarray, crop_size: SizeDict | None, index: int) -> np.ndarray:
+        """Center-crop an HWC array to `crop_size`."""
+        if crop_size is None or not (crop_size.height and crop_size.width):
+            raise ValueError(f"`crop_size` must contain 'height' and 'width' for center cropping; got {crop_size}.")
+        height, width = image.shape[:2]
+        if crop_size.height > height or crop_size.width > width:
+            raise ValueError(
+                f"image {index} ({width}x{height}) is smaller than crop_size "
+                f"({crop_size.width}x{crop_size.height}, width x height)."
+            )
+        top = (height - crop_size.height) // 2
+        left = (width - crop_size.width) // 2
+        return image[top : top + crop_size.height, left : left + crop_size.width]
+
+
+__all__ = ["GVTImageProcessor", "load_image"]

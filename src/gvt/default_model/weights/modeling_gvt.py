@@ -1,0 +1,698 @@
+"""GVTVisionTokenizer: LaVIT's dynamic discrete visual tokenizer and GVT's resampled tokenizer, in one model.
+
+Data flow (LaVIT): pixels -> EVA encoder -> token selector (keep / drop per patch) -> token merger (kept tokens absorb
+the dropped ones) -> quantizer (codebook ids) ; kept merged tokens -> projection (continuous LLM inputs) ;
+codebook ids -> feature decoders (diffusion UNet conditioning).
+Data flow (GVT): pixels -> EVA-02 encoder -> LayerNorm -> perceiver resampler -> projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import PreTrainedModel
+from transformers.utils import ModelOutput, logging
+
+from .configuration_gvt import GVTVisionConfig
+from .layers import GVTMLP, GVTAttention, GVTSelfCrossLayer, GVTSwiGLU, eva_rotary_cos_sin
+
+logger = logging.get_logger(__name__)
+
+Selection = Literal["deterministic", "sample"]
+DecoderType = Literal["highres", "lowres"]
+
+
+@dataclass
+class GVTTokenizerOutput(ModelOutput):
+    """Discrete visual tokens of a batch of images.
+
+    Args:
+        token_ids (`torch.LongTensor` `[B, L]`): codebook indices, right-padded with 0 (see `attention_mask`).
+        attention_mask (`torch.LongTensor` `[B, L]`): 1 on real tokens; an image with no kept patch has a zero row.
+        keep_mask (`torch.BoolTensor` `[B, N]`): which of the N patches were kept, in raster order.
+        selector_log_probs (`torch.FloatTensor` `[B, N, 2]`): token selector log-probabilities; column 0 is "keep".
+    """
+
+    token_ids: torch.LongTensor | None = None
+    attention_mask: torch.LongTensor | None = None
+    keep_mask: torch.BoolTensor | None = None
+    selector_log_probs: torch.FloatTensor | None = None
+
+
+@dataclass
+class GVTFeaturesOutput(ModelOutput):
+    """Continuous visual inputs for a language model.
+
+    Args:
+        features (`torch.FloatTensor` `[B, L, projection_dim]`): right-padded (zeros where `attention_mask` is 0).
+        attention_mask (`torch.LongTensor` `[B, L]`): 1 on real positions.
+    """
+
+    features: torch.FloatTensor | None = None
+    attention_mask: torch.LongTensor | None = None
+
+
+@dataclass
+class GVTVisionTokenizerOutput(ModelOutput):
+    """Everything [`GVTVisionTokenizer`] computes in one forward pass.
+
+    Args:
+        token_ids, attention_mask, keep_mask, selector_log_probs: as in [`GVTTokenizerOutput`] (LaVIT only).
+        features (`[B, L, projection_dim]`): continuous LLM inputs (LaVIT: kept merged tokens; GVT: latents).
+        encoder_hidden_states (`[B, 1 + N, hidden_size]`): encoder output, CLS first, no final norm.
+        merged_hidden_states (`[B, N, hidden_size]`): token merger output at every patch position (LaVIT).
+        token_hidden_states (`[B, L, hidden_size]`): merged features of the kept tokens, right-padded (LaVIT).
+        quantizer_inputs (`[B, L, codebook_dim]`): l2-normalised quantizer inputs (LaVIT).
+        quantized (`[B, L, codebook_dim]`): codebook rows of `token_ids` (LaVIT).
+        resampler_hidden_states (`[B, num_latents, hidden_size]`): perceiver resampler output (GVT).
+    """
+
+    token_ids: torch.LongTensor | None = None
+    attention_mask: torch.LongTensor | None = None
+    keep_mask: torch.BoolTensor | None = None
+    selector_log_probs: torch.FloatTensor | None = None
+    features: torch.FloatTensor | None = None
+    encoder_hidden_states: torch.FloatTensor | None = None
+    merged_hidden_states: torch.FloatTensor | None = None
+    token_hidden_states: torch.FloatTensor | None = None
+    quantizer_inputs: torch.FloatTensor | None = None
+    quantized: torch.FloatTensor | None = None
+    resampler_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class GVTDecoderOutput(ModelOutput):
+    """Diffusion conditioning decoded from visual tokens.
+
+    Args:
+        prompt_embeds (`[B, num_queries, cross_attention_dim]`): UNet `encoder_hidden_states`.
+        pooled_prompt_embeds (`[B, highres_pooled_dim]`): SDXL `text_embeds` (highres decoder only).
+        decoded_features (`[B, num_queries, decoder_output_dim]`): reconstructed encoder features.
+    """
+
+    prompt_embeds: torch.FloatTensor | None = None
+    pooled_prompt_embeds: torch.FloatTensor | None = None
+    decoded_features: torch.FloatTensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class GVTEncoderLayer(GradientCheckpointingLayer):
+    """Pre-norm EVA block: EVA-CLIP (GELU MLP, q/v biases) or EVA-02 (SwiGLU, sub-LN, rotary) by config."""
+
+    def __init__(self, config: GVTVisionConfig):
+        super().__init__()
+        sub_eps = config.layer_norm_eps if config.encoder_sub_layer_norm else None
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = GVTAttention(
+            config, config.hidden_size, config.num_attention_heads, key_bias=False, sub_layer_norm_eps=sub_eps
+        )
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        if config.encoder_mlp_type == "swiglu":
+            self.mlp = GVTSwiGLU(config.hidden_size, config.intermediate_size, sub_eps)
+        else:
+            self.mlp = GVTMLP(config.hidden_size, config.intermediate_size)
+
+    def forward(
+        self, hidden_states: torch.Tensor, rotary_cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        hidden_states = hidden_states + self.attn(self.norm1(hidden_states), rotary_cos_sin=rotary_cos_sin)
+        return hidden_states + self.mlp(self.norm2(hidden_states))
+
+
+class GVTVisionEncoder(nn.Module):
+    """EVA ViT: patch embedding, CLS token, absolute positions, blocks. Returns every token of the last block."""
+
+    def __init__(self, config: GVTVisionConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embedding = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.position_embedding = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.hidden_size))
+        self.layers = nn.ModuleList([GVTEncoderLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        weight = self.patch_embedding.weight
+        patches = self.patch_embedding(pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)
+        cls_tokens = self.cls_token.expand(patches.shape[0], -1, -1)
+        hidden_states = torch.cat((cls_tokens, patches), dim=1) + self.position_embedding
+        rotary = None
+        if self.config.encoder_rope:
+            cos, sin = eva_rotary_cos_sin(
+                self.config.grid_size,
+                self.config.rope_pretrain_grid_size,
+                self.config.hidden_size // self.config.num_attention_heads,
+                self.config.rope_theta,
+                device=hidden_states.device,
+            )
+            rotary = (cos, sin)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, rotary)
+        return hidden_states
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LaVIT: token selector, token merger, quantizer
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class GVTTokenSelector(nn.Module):
+    """Scores each patch keep / drop from its own features and the mean over the image (LaVIT's token predictor)."""
+
+    def __init__(self, config: GVTVisionConfig):
+        super().__init__()
+        width = config.hidden_size
+        self.in_norm = nn.LayerNorm(width, eps=config.tokenizer_layer_norm_eps)
+        self.in_proj = nn.Linear(width, width)
+        self.act = nn.GELU()
+        self.score_head = nn.Sequential(
+            nn.Linear(width, width // 2),
+            nn.GELU(),
+            nn.Linear(width // 2, width // 4),
+            nn.GELU(),
+            nn.Linear(width // 4, 2),
+        )
+
+    def forward(self, patch_features: torch.Tensor) -> torch.Tensor:
+        """`[B, N, D]` -> log-probabilities `[B, N, 2]` (column 0: keep)."""
+        hidden = self.act(self.in_proj(self.in_norm(patch_features)))
+        local_half, global_half = hidden.chunk(2, dim=-1)
+        global_half = global_half.mean(dim=1, keepdim=True).expand_as(global_half)
+        return F.log_softmax(self.score_head(torch.cat((local_half, global_half), dim=-1)), dim=-1)
+
+
+class GVTTokenMerger(nn.Module):
+    """LaVIT's token merger: every patch attends causally to the kept patches (and itself), then to the dropped
+    patches of the LayerNorm-ed encoder features, through the reference's policy softmax."""
+
+    def __init__(self, config: GVTVisionConfig):
+        super().__init__()
+        eps = config.tokenizer_layer_norm_eps
+        self.ln_vision = nn.LayerNorm(config.hidden_size, eps=eps)
+        self.layers = nn.ModuleList(
+            [
+                GVTSelfCrossLayer(
+                    config, config.hidden_size, config.merger_num_attention_heads, config.merger_intermediate_size, eps
+                )
+                for _ in range(config.merger_num_layers)
+            ]
+        )
+        self.norm = nn.LayerNorm(config.hidden_size, eps=eps)
+
+    @staticmethod
+    def policies(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Self- and cross-attention policies `[B, 1, N, N]` from a (possibly soft) keep decision `[B, N]`."""
+        num_patches = keep.shape[1]
+        eye = torch.eye(num_patches, dtype=keep.dtype, device=keep.device)
+        causal = torch.ones(num_patches, num_patches, dtype=keep.dtype, device=keep.device).tril()
+        kept_keys = keep[:, None, None, :]
+        self_policy = (kept_keys + (1.0 - kept_keys) * eye) * causal
+        cross_policy = (1.0 - kept_keys).expand(-1, 1, num_patches, -1)
+        return self_policy, cross_policy
+
+    def forward(self, patch_features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """`[B, N, D]` features and keep decision `[B, N]` -> merged features `[B, N, D]` at every position."""
+        self_policy, cross_policy = self.policies(keep.to(patch_features.dtype))
+        origin = self.ln_vision(patch_features)
+        hidden_states = patch_features
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, origin, self_policy=self_policy, cross_policy=cross_policy)
+        return self.norm(hidden_states)
+
+
+class GVTQuantizer(nn.Module):
+    """Projects merged tokens to the code space, l2-normalises them and picks the nearest codebook row."""
+
+    def __init__(self, config: GVTVisionConfig):
+        super().__init__()
+        self.project_in = nn.Sequential(
+            nn.Linear(config.hidden_size, config.hidden_size),
+            nn.Tanh(),
+            nn.Linear(config.hidden_size, config.codebook_dim),
+        )
+        self.codebook = nn.Embedding(config.codebook_size, config.codebook_dim)
+
+    def forward(self, token_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`[..., D]` -> (l2-normalised quantizer inputs `[..., code_dim]`, codebook ids `[...]`)."""
+        z = F.normalize(self.project_in(token_features), p=2, dim=-1)
+        flat = z.reshape(-1, z.shape[-1]).float()
+        codebook = self.codebook.weight.float()
+        # Squared Euclidean distance, in float32 and in the reference's form, so ties resolve identically.
+        distances = flat.pow(2).sum(dim=1, keepdim=True) + codebook.pow(2).sum(dim=1) - 2 * flat @ codebook.t()
+        return z, distances.argmin(dim=1).reshape(z.shape[:-1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LaVIT: feature decoders (codes -> diffusion conditioning)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class GVTAttentionPool(nn.Module):
+    """CLIP-style attention pooling: the mean token, prepended, attends over all tokens (SDXL pooled embeds)."""
+
+    def __init__(self, config: GVTVisionConfig):
+        super().__init__()
+        width = config.decoder_output_dim
+        self.num_heads = config.decoder_num_attention_heads
+        self.position_embedding = nn.Parameter(torch.zeros(config.decoder_num_queries + 1, width))
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.c_proj = nn.Linear(width, config.highres_pooled_dim)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        tokens = torch.cat((hidden_states.mean(dim=1, keepdim=True), hidden_states), dim=1)
+        tokens = tokens + self.position_embedding.to(tokens.dtype)
+        batch, length, width = tokens.shape
+        head_dim = width // self.num_heads
+        query = self.q_proj(tokens[:, :1]).view(batch, 1, self.num_heads, head_dim).transpose(1, 2)
+        key = self.k_proj(tokens).view(batch, length, self.num_heads, head_dim).transpose(1, 2)
+        value = self.v_proj(tokens).view(batch, length, self.num_heads, head_dim).transpose(1, 2)
+        pooled = F.scaled_dot_product_attention(query, key, value).transpose(1, 2).reshape(batch, width)
+        return self.c_proj(pooled)
+
+
+class GVTFeatureDecoder(nn.Module):
+    """Learned queries attend to the (padded, masked) code embeddings and reconstruct encoder features, which a head
+    turns into UNet conditioning: `"lowres"` (SD-1.5 cross-attention) or `"highres"` (SDXL, plus pooled embeds)."""
+
+    def __init__(self, config: GVTVisionConfig, decoder_type: DecoderType):
+        super().__init__()
+        width = config.decoder_hidden_size
+        self.decoder_type = decoder_type
+        self.mask_value = config.decoder_mask_value
+        self.in_proj = nn.Linear(config.codebook_dim, width)
+        self.position_embedding = nn.Parameter(torch.zeros(1, config.decoder_max_positions, width))
+        self.query_embedding = nn.Parameter(torch.zeros(1, config.decoder_num_queries, width))
+        self.layers = nn.ModuleList(
+            [
+                GVTSelfCrossLayer(
+                    config,
+                    width,
+                    config.decoder_num_attention_heads,
+                    config.decoder_intermediate_size,
+                    config.tokenizer_layer_norm_eps,
+                )
+                for _ in range(config.decoder_num_layers)
+            ]
+        )
+        self.norm = nn.LayerNorm(width, eps=config.tokenizer_layer_norm_eps)
+        self.output_mlp = nn.Sequential(
+            nn.Linear(width, width), nn.Tanh(), nn.Linear(width, config.decoder_output_dim)
+        )
+        if decoder_type == "lowres":
+            self.prompt_proj = nn.Linear(config.decoder_output_dim, config.lowres_cross_attention_dim)
+        else:
+            first, second = config.highres_cross_attention_dims
+            self.prompt_proj = nn.Linear(config.decoder_output_dim, first)
+            self.prompt_proj_2 = nn.Linear(config.decoder_output_dim, second)
+            self.attention_pool = GVTAttentionPool(config)
+
+    def forward(self, code_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> GVTDecoderOutput:
+        """`code_embeddings` `[B, L, codebook_dim]` (right-padded), `attention_mask` `[B, L]`."""
+        batch, length = attention_mask.shape
+        if length > self.position_embedding.shape[1]:
+            raise ValueError(
+                f"{length} visual tokens exceed the decoder's {self.position_embedding.shape[1]} positions."
+            )
+        if length == 0:  # every image kept no patch: one fully masked position keeps the softmax defined
+            code_embeddings = code_embeddings.new_zeros(batch, 1, code_embeddings.shape[-1])
+            attention_mask = attention_mask.new_zeros(batch, 1)
+            length = 1
+        mask = attention_mask.to(self.in_proj.weight.dtype)
+        codes = self.in_proj(code_embeddings.to(self.in_proj.weight.dtype)) * mask[..., None]
+        codes = codes + self.position_embedding[:, :length]
+        additive_mask = ((1.0 - mask) * self.mask_value)[:, None, None, :]
+        queries = self.query_embedding.expand(batch, -1, -1)
+        for layer in self.layers:
+            queries = layer(queries, codes, cross_attention_mask=additive_mask)
+        decoded = self.output_mlp(self.norm(queries))
+        if self.decoder_type == "lowres":
+            return GVTDecoderOutput(prompt_embeds=self.prompt_proj(decoded), decoded_features=decoded)
+        prompt_embeds = torch.cat((self.prompt_proj(decoded), self.prompt_proj_2(decoded)), dim=-1)
+        return GVTDecoderOutput(
+            prompt_embeds=prompt_embeds,
+            pooled_prompt_embeds=self.attention_pool(decoded),
+            decoded_features=decoded,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GVT: perceiver resampler
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class GVTPerceiverAttention(nn.Module):
+    """Latents attend to `[media; latents]` (Flamingo's perceiver attention, bias-free)."""
+
+    def __init__(self, config: GVTVisionConfig):
+        super().__init__()
+        width = config.hidden_size
+        inner = config.resampler_num_attention_heads * config.resampler_head_dim
+        eps = config.resampler_layer_norm_eps
+        self.num_heads = config.resampler_num_attention_heads
+        self.head_dim = config.resampler_head_dim
+        self.norm_media = nn.LayerNorm(width, eps=eps)
+        self.norm_latents = nn.LayerNorm(width, eps=eps)
+        self.q_proj = nn.Linear(width, inner, bias=False)
+        self.k_proj = nn.Linear(width, inner, bias=False)
+        self.v_proj = nn.Linear(width, inner, bias=False)
+        self.o_proj = nn.Linear(inner, width, bias=False)
+
+    def forward(self, media: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        media = self.norm_media(media)
+        latents = self.norm_latents(latents)
+        context = torch.cat((media, latents), dim=1)
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(
+            split(self.q_proj(latents)), split(self.k_proj(context)), split(self.v_proj(context))
+        )
+        return self.o_proj(out.transpose(1, 2).flatten(-2))
+
+
+class GVTPerceiverLayer(GradientCheckpointingLayer):
+    def __init__(self, config: GVTVisionConfig):
+        super().__init__()
+        width = config.hidden_size
+        self.attention = GVTPerceiverAttention(config)
+        self.feed_forward = nn.Sequential(
+            nn.LayerNorm(width, eps=config.resampler_layer_norm_eps),
+            nn.Linear(width, width * config.resampler_ff_mult, bias=False),
+            nn.GELU(),
+            nn.Linear(width * config.resampler_ff_mult, width, bias=False),
+        )
+
+    def forward(self, media: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        latents = latents + self.attention(media, latents)
+        return latents + self.feed_forward(latents)
+
+
+class GVTPerceiverResampler(nn.Module):
+    """Resamples all encoder tokens into `resampler_num_latents` latents (GVT, from Flamingo)."""
+
+    def __init__(self, config: GVTVisionConfig):
+        super().__init__()
+        width = config.hidden_size
+        self.latents = nn.Parameter(torch.zeros(config.resampler_num_latents, width))
+        self.media_position_embedding = nn.Parameter(torch.zeros(config.resampler_num_media_embeds, 1, width))
+        self.layers = nn.ModuleList([GVTPerceiverLayer(config) for _ in range(config.resampler_num_layers)])
+        self.norm = nn.LayerNorm(width, eps=config.resampler_layer_norm_eps)
+
+    def forward(self, media: torch.Tensor) -> torch.Tensor:
+        """`[B, T, D]` tokens of one image each -> `[B, num_latents, D]`."""
+        media = media + self.media_position_embedding[0]
+        latents = self.latents.expand(media.shape[0], -1, -1)
+        for layer in self.layers:
+            latents = layer(media, latents)
+        return self.norm(latents)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class GVTPreTrainedModel(PreTrainedModel):
+    config_class = GVTVisionConfig
+    base_model_prefix = "vision_tokenizer"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GVTEncoderLayer", "GVTSelfCrossLayer", "GVTPerceiverLayer"]
+    _supports_sdpa = True
+    _can_compile_fullgraph = False
+
+    def _init_weights(self, module: nn.Module):
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, GVTVisionEncoder):
+            init.trunc_normal_(module.cls_token, std=std)
+            init.trunc_normal_(module.position_embedding, std=std)
+        elif isinstance(module, GVTQuantizer):
+            init.copy_(module.codebook.weight, F.normalize(torch.randn_like(module.codebook.weight), dim=-1))
+        elif isinstance(module, GVTFeatureDecoder):
+            init.trunc_normal_(module.position_embedding, std=std)
+            init.trunc_normal_(module.query_embedding, std=std)
+        elif isinstance(module, GVTAttentionPool):
+            init.normal_(module.position_embedding, std=module.position_embedding.shape[-1] ** -0.5)
+        elif isinstance(module, GVTPerceiverResampler):
+            init.normal_(module.latents, std=1.0)
+            init.normal_(module.media_position_embedding, std=1.0)
+
+
+class GVTVisionTokenizer(GVTPreTrainedModel):
+    """A visual tokenizer for LLMs.
+
+    `tokenizer_type="lavit"`: images become a *variable* number of discrete tokens (`tokenize`), continuous features
+    of the same kept tokens (`encode_features`), and tokens become diffusion conditioning (`decode`).
+    `tokenizer_type="gvt"`: images become a fixed number of resampled latents (`encode_features`).
+    """
+
+    def __init__(self, config: GVTVisionConfig):
+        super().__init__(config)
+        self.encoder = GVTVisionEncoder(config)
+        if config.tokenizer_type == "lavit":
+            self.token_selector = GVTTokenSelector(config)
+            self.token_merger = GVTTokenMerger(config)
+            self.quantizer = GVTQuantizer(config)
+            self.decoders = nn.ModuleDict(
+                {decoder_type: GVTFeatureDecoder(config, decoder_type) for decoder_type in config.decoder_types}
+            )
+        else:
+            self.ln_vision = nn.LayerNorm(config.hidden_size, eps=config.resampler_layer_norm_eps)
+            self.resampler = GVTPerceiverResampler(config)
+        self.projection = nn.Linear(config.hidden_size, config.projection_dim)
+        self.post_init()
+
+    # -- checks ---------------------------------------------------------------------------------------------------
+
+    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        """Raise a clear error for anything but finite float pixels of shape `[B, C, image_size, image_size]`."""
+        config = self.config
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        if not pixel_values.is_floating_point():
+            raise TypeError(
+                f"pixel_values must be a floating-point tensor (normalised pixels), got {pixel_values.dtype}; "
+                "run the images through GVTImageProcessor first."
+            )
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must have shape [batch, channels, height, width], got {tuple(pixel_values.shape)}."
+            )
+        _, channels, height, width = pixel_values.shape
+        if channels != config.num_channels:
+            raise ValueError(f"pixel_values have {channels} channels but the tokenizer expects {config.num_channels}.")
+        if (height, width) != (config.image_size, config.image_size):
+            raise ValueError(
+                f"pixel_values are {height}x{width} but the tokenizer expects {config.image_size}x{config.image_size}; "
+                "resize them with GVTImageProcessor."
+            )
+        if not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values contain NaN or infinite values.")
+
+    def _require_discrete(self, what: str) -> None:
+        if self.config.tokenizer_type != "lavit":
+            raise ValueError(f"{what} needs a discrete (tokenizer_type='lavit') tokenizer; this one is 'gvt'.")
+
+    # -- LaVIT token selection ------------------------------------------------------------------------------------
+
+    def select_tokens(
+        self,
+        log_probs: torch.Tensor,
+        selection: Selection = "deterministic",
+        generator: torch.Generator | None = None,
+        max_tokens: int | None = None,
+        gumbel_tau: float = 1.0,
+    ) -> torch.Tensor:
+        """Keep decision `[B, N]` (float, 1 = keep) from selector log-probabilities `[B, N, 2]`.
+
+        `"deterministic"` keeps a patch where log p_keep >= log p_drop. `"sample"` draws it by Gumbel-max (with
+        `generator` for reproducibility); in training mode the sample is a straight-through hard Gumbel-softmax, so
+        gradients reach the selector. `max_tokens=K` keeps at most the K kept patches with the highest keep score.
+        """
+        if selection not in ("deterministic", "sample"):
+            raise ValueError(f"selection must be 'deterministic' or 'sample', got {selection!r}.")
+        if selection == "deterministic":
+            keep = (log_probs[..., 0] >= log_probs[..., 1]).to(log_probs.dtype)
+        else:
+            uniform = torch.rand(log_probs.shape, generator=generator, device=log_probs.device, dtype=torch.float32)
+            gumbels = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float32).tiny)))
+            perturbed = (log_probs.float() + gumbels) / gumbel_tau
+            keep = (perturbed[..., 0] >= perturbed[..., 1]).to(log_probs.dtype)
+            if self.training and torch.is_grad_enabled():
+                soft = perturbed.softmax(dim=-1)[..., 0].to(log_probs.dtype)
+                keep = keep - soft.detach() + soft
+        if max_tokens is None:
+            max_tokens = self.config.max_tokens
+        if max_tokens is not None:
+            if max_tokens < 0:
+                raise ValueError(f"max_tokens must be >= 0, got {max_tokens}.")
+            scores = log_probs[..., 0].detach().masked_fill(keep.detach() < 0.5, float("-inf"))
+            top = scores.topk(min(max_tokens, scores.shape[1]), dim=1).indices
+            budget = torch.zeros_like(keep).scatter(1, top, 1.0)
+            keep = keep * budget
+        return keep
+
+    @staticmethod
+    def gather_kept(keep: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Move the kept positions of each `[B, N, ...]` tensor to the front, in raster order, right-padded to the
+        largest count of the batch. Returns the `[B, L]` mask and the gathered tensors (zeros at padding)."""
+        kept = keep.detach() > 0.5
+        counts = kept.sum(dim=1)
+        length = int(counts.max()) if counts.numel() else 0
+        order = torch.argsort((~kept).to(torch.int8), dim=1, stable=True)[:, :length]
+        mask = torch.arange(length, device=keep.device)[None, :] < counts[:, None]
+        gathered = []
+        for tensor in tensors:
+            index = order.reshape(*order.shape, *([1] * (tensor.ndim - 2))).expand(-1, -1, *tensor.shape[2:])
+            values = tensor.gather(1, index)
+            gathered.append(values * mask.reshape(*mask.shape, *([1] * (tensor.ndim - 2))).to(values.dtype))
+        return mask.long(), gathered
+
+    # -- forward ----------------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        selection: Selection = "deterministic",
+        generator: torch.Generator | None = None,
+        max_tokens: int | None = None,
+        keep_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> GVTVisionTokenizerOutput:
+        """Run the whole tokenizer. `keep_mask` `[B, N]` overrides the selector's decision (analysis, tests)."""
+        self.check_pixel_values(pixel_values)
+        encoder_hidden_states = self.encoder(pixel_values)
+        if self.config.tokenizer_type == "gvt":
+            latents = self.resampler(self.ln_vision(encoder_hidden_states))
+            features = self.projection(latents)
+            mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
+            return GVTVisionTokenizerOutput(
+                features=features,
+                attention_mask=mask,
+                encoder_hidden_states=encoder_hidden_states,
+                resampler_hidden_states=latents,
+            )
+
+        patch_features = encoder_hidden_states[:, 1:]
+        log_probs = self.token_selector(patch_features.float())
+        if keep_mask is None:
+            keep = self.select_tokens(log_probs, selection, generator, max_tokens)
+        else:
+            if keep_mask.shape != log_probs.shape[:2]:
+                raise ValueError(
+                    f"keep_mask must have shape {tuple(log_probs.shape[:2])}, got {tuple(keep_mask.shape)}."
+                )
+            keep = keep_mask.to(log_probs.dtype)
+        merged = self.token_merger(patch_features, keep)
+        attention_mask, (token_hidden_states,) = self.gather_kept(keep, merged)
+        quantizer_inputs, token_ids = self.quantizer(token_hidden_states)
+        token_ids = token_ids * attention_mask
+        quantized = self.quantizer.codebook(token_ids) * attention_mask[..., None].to(quantizer_inputs.dtype)
+        features = self.projection(token_hidden_states) * attention_mask[..., None].to(token_hidden_states.dtype)
+        return GVTVisionTokenizerOutput(
+            token_ids=token_ids,
+            attention_mask=attention_mask,
+            keep_mask=keep.detach() > 0.5,
+            selector_log_probs=log_probs,
+            features=features,
+            encoder_hidden_states=encoder_hidden_states,
+            merged_hidden_states=merged,
+            token_hidden_states=token_hidden_states,
+            quantizer_inputs=quantizer_inputs,
+            quantized=quantized,
+        )
+
+    # -- public entry points ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def tokenize(
+        self,
+        pixel_values: torch.Tensor,
+        selection: Selection = "deterministic",
+        generator: torch.Generator | None = None,
+        max_tokens: int | None = None,
+    ) -> GVTTokenizerOutput:
+        """Images `[B, C, H, W]` -> dynamic-length codebook ids `[B, L]` + mask (LaVIT)."""
+        self._require_discrete("tokenize")
+        output = self(pixel_values, selection=selection, generator=generator, max_tokens=max_tokens)
+        return GVTTokenizerOutput(
+            token_ids=output.token_ids,
+            attention_mask=output.attention_mask,
+            keep_mask=output.keep_mask,
+            selector_log_probs=output.selector_log_probs,
+        )
+
+    def encode_features(
+        self,
+        pixel_values: torch.Tensor,
+        selection: Selection = "deterministic",
+        generator: torch.Generator | None = None,
+        max_tokens: int | None = None,
+    ) -> GVTFeaturesOutput:
+        """Images -> continuous LLM inputs `[B, L, projection_dim]` + mask (LaVIT: kept tokens; GVT: latents)."""
+        output = self(pixel_values, selection=selection, generator=generator, max_tokens=max_tokens)
+        return GVTFeaturesOutput(features=output.features, attention_mask=output.attention_mask)
+
+    def check_token_ids(self, token_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Validate codebook ids `[B, L]` (and mask); return the mask (all ones when None)."""
+        self._require_discrete("Decoding visual tokens")
+        if not isinstance(token_ids, torch.Tensor) or token_ids.dtype not in (torch.int32, torch.int64):
+            raise TypeError("token_ids must be an integer torch.Tensor of codebook indices.")
+        if token_ids.ndim != 2:
+            raise ValueError(f"token_ids must have shape [batch, length], got {tuple(token_ids.shape)}.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(token_ids)
+        if attention_mask.shape != token_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} does not match token_ids {tuple(token_ids.shape)}."
+            )
+        real = token_ids[attention_mask.bool()]
+        if real.numel() and (real.min() < 0 or real.max() >= self.config.codebook_size):
+            raise ValueError(
+                f"token_ids must be codebook indices in [0, {self.config.codebook_size}); "
+                f"got values in [{int(real.min())}, {int(real.max())}]."
+            )
+        return attention_mask
+
+    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Codebook rows of `token_ids` (`[..., codebook_dim]`)."""
+        return self.quantizer.codebook(token_ids)
+
+    def decode(
+        self,
+        token_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        decoder_type: DecoderType = "highres",
+    ) -> GVTDecoderOutput:
+        """Visual token ids `[B, L]` (+ mask) -> diffusion conditioning from the `"highres"` or `"lowres"` decoder."""
+        attention_mask = self.check_token_ids(token_ids, attention_mask)
+        if decoder_type not in self.decoders:
+            raise ValueError(f"This tokenizer has no {decoder_type!r} decoder; it has {sorted(self.decoders)}.")
+        safe_ids = token_ids.long() * attention_mask.long()
+        return self.decoders[decoder_type](self.embed_tokens(safe_ids), attention_mask)
+
+
+__all__ = [
+    "GVTVisionTokenizer",
+    "GVTPreTrainedModel",
+    "GVTTokenizerOutput",
+    "GVTFeaturesOutput",
+    "GVTVisionTokenizerOutput",
+    "GVTDecoderOutput",
+]
