@@ -117,6 +117,7 @@ def train_decoder(
     num_steps: int = 1000,
     batch_size: int = 4,
     learning_rate: float = 1e-4,
+    conditioning_learning_rate: float | None = None,
     weight_decay: float = 1e-2,
     prediction_type: Literal["epsilon", "v_prediction"] | None = None,
     conditioning_dropout: float = 0.1,
@@ -136,6 +137,10 @@ def train_decoder(
         pixel_values_or_dataset: images in [-1, 1] `[N, 3, H, W]` (H, W multiples of the VAE factor) with `token_ids`
             `[N, L]` (+ `attention_mask`), or an iterable of batches with keys `pixel_values`, `token_ids`,
             `attention_mask` (e.g. a `DataLoader`, cycled until `num_steps`).
+        conditioning_learning_rate: learning rate of the conditioning model (its own AdamW parameter group;
+            default: `learning_rate`). The UNet can only use tokens that the feature decoder maps to different
+            conditioning: a freshly initialised one maps all sequences to almost the same embeddings, so start from a
+            trained tokenizer's decoder.
         prediction_type: `"epsilon"` or `"v_prediction"`; default: the pipeline scheduler's. When it differs, the
             pipeline's scheduler is reconfigured so that sampling matches training.
         conditioning_dropout: probability of training a sample on the unconditional branch (zeros for highres, the
@@ -170,7 +175,14 @@ def train_decoder(
     unet.requires_grad_(train_unet).train(train_unet)
     model = DecoderDenoiser(conditioning, unet)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+    groups = [
+        {"params": [p for p in unet.parameters() if p.requires_grad], "lr": learning_rate},
+        {
+            "params": [p for p in conditioning.parameters() if p.requires_grad],
+            "lr": learning_rate if conditioning_learning_rate is None else conditioning_learning_rate,
+        },
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate, weight_decay=weight_decay)
     ema = EMAModel(parameters, decay=ema_decay) if use_ema else None
 
     device = pipeline.device
