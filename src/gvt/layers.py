@@ -45,11 +45,17 @@ def policy_softmax_attention(
     model's behaviour and SDPA cannot express it. `policy` is `[B, 1 or H, Nq, Nk]` in [0, 1] (differentiable).
     Returns `[B, Nq, H, d]`.
     """
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
     num_keys = policy.shape[-1]
-    scores = scores - scores.amax(dim=-1, keepdim=True)
-    weights = scores.to(torch.float32).exp() * policy.to(torch.float32)
-    weights = (weights + eps / num_keys) / (weights.sum(dim=-1, keepdim=True) + eps)
+    scores = torch.matmul(query, key.transpose(-1, -2)).to(torch.float32)
+    if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or policy.requires_grad):
+        scores = scores * scaling
+        weights = (scores - scores.amax(dim=-1, keepdim=True)).exp() * policy.to(torch.float32)
+        weights = (weights + eps / num_keys) / (weights.sum(dim=-1, keepdim=True) + eps)
+    else:  # inference: the same arithmetic in place, one [B, H, Nq, Nk] buffer instead of five
+        weights = scores.mul_(scaling)
+        weights.sub_(weights.amax(dim=-1, keepdim=True)).exp_().mul_(policy.to(torch.float32))
+        denominator = weights.sum(dim=-1, keepdim=True).add_(eps)
+        weights.add_(eps / num_keys).div_(denominator)
     return torch.matmul(weights.to(value.dtype), value).transpose(1, 2).contiguous()
 
 

@@ -246,11 +246,14 @@ class GVTQuantizer(nn.Module):
     def forward(self, token_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`[..., D]` -> (l2-normalised quantizer inputs `[..., code_dim]`, codebook ids `[...]`)."""
         z = F.normalize(self.project_in(token_features), p=2, dim=-1)
-        flat = z.reshape(-1, z.shape[-1]).float()
-        codebook = self.codebook.weight.float()
-        # Squared Euclidean distance, in float32 and in the reference's form, so ties resolve identically.
-        distances = flat.pow(2).sum(dim=1, keepdim=True) + codebook.pow(2).sum(dim=1) - 2 * flat @ codebook.t()
-        return z, distances.argmin(dim=1).reshape(z.shape[:-1])
+        with torch.no_grad():  # argmin has no gradient; one fused [tokens, codes] buffer instead of four
+            flat = z.reshape(-1, z.shape[-1]).float()
+            codebook = self.codebook.weight.float()
+            # Squared Euclidean distance |z|^2 + |e|^2 - 2 z.e in float32, the reference's quantity.
+            distances = torch.addmm(codebook.pow(2).sum(dim=1), flat, codebook.t(), alpha=-2.0)
+            distances += flat.pow(2).sum(dim=1, keepdim=True)
+            ids = distances.argmin(dim=1).reshape(z.shape[:-1])
+        return z, ids
 
 
 # ----------------------------------------------------------------------------------------------------------------
