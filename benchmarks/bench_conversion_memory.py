@@ -81,9 +81,9 @@ def build_release(root: Path, hidden: int, layers: int, shard_mb: int) -> list[P
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(
-        llm_dir
-    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    ).save_pretrained(llm_dir)
     # greedy sharding like transformers' save_pretrained(max_shard_size=...)
     limit = shard_mb * 10**6
     shards: list[dict] = [{}]
@@ -126,8 +126,10 @@ def main() -> None:
         spec = {"input": str(release), "output": str(work / f"out-{dtype}"), "dtype": dtype,
                 "max_shard_size": args.max_shard_size}  # fmt: skip
         result = subprocess.run(
-            [sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1",
-            "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},  # fmt: skip
+            [sys.executable, "-c", CHILD, json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},  # fmt: skip
         )
         if result.returncode != 0:
             raise SystemExit(result.stderr)

@@ -39,7 +39,9 @@ from gvt.tiny_random import _WORDS
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT_VOCAB = 256
-LLM_SIZES = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+LLM_SIZES = dict(
+    hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -122,7 +124,9 @@ def write_fake_release(root: Path, reference_dir: Path, num_shards: int = 2, dec
             pipe.vae.save_pretrained(root / folder / "vae")
             pipe.scheduler.save_pretrained(root / folder / "scheduler")
             if decoder_type == "lowres":
-                torch.save(pipe.conditioning.uncond_embeddings.detach().clone(), root / folder / "uncond_embeddings.bin")
+                torch.save(
+                    pipe.conditioning.uncond_embeddings.detach().clone(), root / folder / "uncond_embeddings.bin"
+                )
     return {"llm": llm, "tokenizer": tokenizer}
 
 
@@ -281,7 +285,11 @@ def _break_llm(root: Path, llm: dict, drop: str | None = None, add: str | None =
     "where, change, message",
     [
         ("llm", "drop", r"missing keys: \['language_model\.model\.layers\.1\.mlp\.down_proj\.weight'\]"),
-        ("llm", "add", r"Unexpected keys in the language model checkpoint \(index\): \['model\.layers\.0\.extra_gate'\]"),
+        (
+            "llm",
+            "add",
+            r"Unexpected keys in the language model checkpoint \(index\): \['model\.layers\.0\.extra_gate'\]",
+        ),
         ("tokenizer", "drop", r"missing keys: \['token_merger\.layers\.0\.mlp\.fc2\.bias'\]"),
         ("tokenizer", "add", r"Unexpected keys in the tokenizer_encoder checkpoint: \['causal_encoder\.extra_gate'\]"),
     ],

@@ -207,9 +207,7 @@ class GVTVisionConfig(PreTrainedConfig):
 
     def validate_geometry(self):
         if self.image_size % self.patch_size != 0:
-            raise ValueError(
-                f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})."
-            )
+            raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size}).")
         for name in ("hidden_size", "decoder_hidden_size"):
             heads_name = "num_attention_heads" if name == "hidden_size" else "decoder_num_attention_heads"
             if getattr(self, name) % getattr(self, heads_name) != 0:

@@ -45,9 +45,25 @@ LAVIT_RESULTS = [
 # GVT's GVTBench (object counting accuracy / multi-class identification accuracy), as published.
 GVT_RESULTS = [
     ("visual-question-answering", "Object counting", "coco", "GVTBench OC (COCO)", "accuracy", "Accuracy", 56.2),
-    ("visual-question-answering", "Multi-class identification", "coco", "GVTBench MCI (COCO)", "accuracy", "Accuracy", 89.3),
+    (
+        "visual-question-answering",
+        "Multi-class identification",
+        "coco",
+        "GVTBench MCI (COCO)",
+        "accuracy",
+        "Accuracy",
+        89.3,
+    ),
     ("visual-question-answering", "Object counting", "vcr", "GVTBench OC (VCR)", "accuracy", "Accuracy", 40.3),
-    ("visual-question-answering", "Multi-class identification", "vcr", "GVTBench MCI (VCR)", "accuracy", "Accuracy", 78.9),
+    (
+        "visual-question-answering",
+        "Multi-class identification",
+        "vcr",
+        "GVTBench MCI (VCR)",
+        "accuracy",
+        "Accuracy",
+        78.9,
+    ),
 ]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -67,7 +83,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
-_LOAD = '''```python
+_LOAD = """```python
 import gvt  # registers the gvt classes (without the package: trust_remote_code=True instead)
 import numpy as np
 import torch
@@ -79,18 +95,18 @@ model = AutoModelForImageTextToText.from_pretrained(repo).eval()
 processor = AutoProcessor.from_pretrained(repo)
 # any RGB image: Image.open("photo.jpg"); here a synthetic one
 image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
-```'''
+```"""
 
-_CAPTION = '''```python
+_CAPTION = """```python
 # Captioning: `[IMG] <image> [/IMG]` and no prompt; caption defaults come from generation_config.json
 inputs = processor(images=image, text="", return_tensors="pt")
 with torch.no_grad():
     output = model.generate(**inputs)
 caption = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
 print(caption)
-```'''
+```"""
 
-_VQA = '''```python
+_VQA = """```python
 # Visual question answering with the reference's prompt and decoding settings
 question = "What is in the picture?"
 inputs = processor(images=image, text="{vqa_prompt}".format(question), return_tensors="pt")
@@ -98,9 +114,9 @@ with torch.no_grad():
     output = model.generate(**inputs, {vqa_kwargs})
 answer = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
 print(answer)
-```'''
+```"""
 
-_TOKENIZE_LAVIT = '''```python
+_TOKENIZE_LAVIT = """```python
 # Tokenization: dynamic-length discrete visual tokens (codebook indices), and LLM ids with the image pre-tokenized
 pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"]
 tokens = model.vision_tokenizer.tokenize(pixel_values)
@@ -108,17 +124,17 @@ codes = tokens.token_ids[tokens.attention_mask.bool()]
 print(f"{codes.numel()} visual tokens:", codes.tolist()[:16])
 pretokenized = processor(images=image, text="", vision_tokenizer=model.vision_tokenizer, return_tensors="pt")
 print(pretokenized["input_ids"].shape)
-```'''
+```"""
 
-_TOKENIZE_GVT = '''```python
+_TOKENIZE_GVT = """```python
 # Tokenization: GVT's fixed number of continuous visual tokens (perceiver resampler latents, projected)
 pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"]
 with torch.no_grad():
     features = model.vision_tokenizer.encode_features(pixel_values).features
 print(features.shape)  # [1, num_latents, hidden_size of the LLM]
-```'''
+```"""
 
-_TEXT_TO_IMAGE = '''```python
+_TEXT_TO_IMAGE = """```python
 # Text-to-image: the LLM samples visual ids after [IMG] (classifier-free guidance on the logits), then the diffusion
 # decoder (in the `decoder/` subfolder) turns them into pixels
 import os
@@ -148,7 +164,7 @@ picture = decoder(
     generator=torch.Generator().manual_seed(0),
 ).images[0]
 picture.save("lavit_text_to_image.png")
-```'''
+```"""
 
 
 def _results_table(rows: list[tuple]) -> str:
@@ -185,8 +201,11 @@ def _provenance(summary: Any) -> str:
         f"{data.get('num_parameters', 0) / 1e6:.1f} M parameters in {data.get('num_tensors', 0)} tensors, "
         f"{len(data.get('shards', []))} safetensors shard(s).",
         f"- Image input mode: `{data.get('image_input_mode', '')}`"
-        + (" (`language_model/visual_weight` applied: the release's understanding model)." if data.get("understanding")
-           else "."),
+        + (
+            " (`language_model/visual_weight` applied: the release's understanding model)."
+            if data.get("understanding")
+            else "."
+        ),
         "- Every tensor of the release was used (ignored only: " + "; ".join(data.get("ignored_keys", [])) + ").",
     ]
     if vocab:
@@ -256,12 +275,12 @@ def build_model_card(
     else:
         intro = (
             "GVT: an EVA-02 visual encoder and a perceiver resampler (fixed latents) feeding a Vicuna/Llama LLM, "
-            "converted to Hugging Face classes by the `gvt` package (`image_input_mode=\"features\"`). GVT had no image "
+            'converted to Hugging Face classes by the `gvt` package (`image_input_mode="features"`). GVT had no image '
             "delimiter tokens; the converted vocabulary appends `<image>`, `[IMG]`, `[/IMG]` (mean-initialised rows), "
             "which the original never saw: expect small deviations until fine-tuned."
         )
     body = f"""
-# {defaults['title']}
+# {defaults["title"]}
 
 {intro}
 
@@ -275,7 +294,7 @@ Loading the diffusion decoder needs the package imported (diffusers resolves the
 {snippets[2]}
 
 {snippets[3]}
-{chr(10) + snippets[4] if len(snippets) > 4 else ''}
+{chr(10) + snippets[4] if len(snippets) > 4 else ""}
 
 Notes:
 - Images are tokenized deterministically (keep a patch where log p_keep >= log p_drop); the reference samples the
@@ -287,7 +306,7 @@ Notes:
 
 {_results_table(rows)}
 
-Source: {defaults['source']} (not re-measured on this conversion; the conversion itself is checked against
+Source: {defaults["source"]} (not re-measured on this conversion; the conversion itself is checked against
 outputs of the original code, see below).
 
 ## Conversion provenance

@@ -180,7 +180,9 @@ class ShardedSafetensorsWriter:
     (`extra_rows`) are written after the source rows, without concatenating. The converter flushes at every input-shard
     boundary, so no input shard stays referenced."""
 
-    def __init__(self, directory: str | os.PathLike, max_shard_size: int | str = "2GB", dtype: torch.dtype | None = None):
+    def __init__(
+        self, directory: str | os.PathLike, max_shard_size: int | str = "2GB", dtype: torch.dtype | None = None
+    ):
         self.directory = Path(directory)
         self.max_shard_size = parse_size(max_shard_size)
         self.dtype = dtype
@@ -218,7 +220,11 @@ class ShardedSafetensorsWriter:
             dtype = self._target_dtype(tensor)
             shape = [tensor.shape[0] + extra_rows, *tensor.shape[1:]] if tensor.ndim else []
             size = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
-            header[key] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": shape, "data_offsets": [offset, offset + size]}
+            header[key] = {
+                "dtype": _SAFETENSORS_DTYPES[dtype],
+                "shape": shape,
+                "data_offsets": [offset, offset + size],
+            }
             offset += size
         encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
         encoded += b" " * (-len(encoded) % 8)
@@ -516,9 +522,7 @@ def write_generation_configs(directory: Path, tokenizer, layout: VocabularyLayou
     }
     GenerationConfig(**common, **CAPTION_GENERATION_DEFAULTS).save_pretrained(directory)
     if discrete:
-        image = GenerationConfig(
-            **{**common, "eos_token_id": layout.image_end_token_id}, **IMAGE_GENERATION_DEFAULTS
-        )
+        image = GenerationConfig(**{**common, "eos_token_id": layout.image_end_token_id}, **IMAGE_GENERATION_DEFAULTS)
         image.save_pretrained(directory, config_file_name="image_generation_config.json")
 
 
@@ -835,7 +839,10 @@ def verify_conversion(
         suffix = "_understanding" if understanding else ""
         if tokenizer.config.is_discrete:
             if f"token_counts{suffix}" in reference:
-                exact(f"token_counts{suffix}", output.attention_mask.sum(dim=1).to(reference[f"token_counts{suffix}"].dtype))
+                exact(
+                    f"token_counts{suffix}",
+                    output.attention_mask.sum(dim=1).to(reference[f"token_counts{suffix}"].dtype),
+                )
             if not understanding and "codes" in reference:
                 exact("codes", output.token_ids[mask].to(reference["codes"].dtype))
             if not understanding and "quantized" in reference:
