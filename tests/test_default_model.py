@@ -46,14 +46,44 @@ def test_fast_recipe_writes_a_complete_repo_that_loads_and_generates(tmp_path):
     for branch in ("frozen_ids", "frozen_embeddings", "ett"):
         assert 0.0 <= metrics[branch]["oc_accuracy"] <= 1.0
         assert 0.0 <= metrics[branch]["mci_accuracy"] <= 1.0
+    # the shipped branch is the best on validation (OC + MCI accuracy), and the model on disk is that branch
+    validation = metrics["selection"]["validation"]
+    assert set(validation) == {"frozen_ids", "frozen_embeddings", "ett"}
+    assert validation[metrics["shipped"]]["score"] == max(values["score"] for values in validation.values())
+    assert metrics["shipped"] in (out / "README.md").read_text()
 
     default = load_default(out)
-    assert default.model.config.image_input_mode == "codebook"
+    expected_mode = "ids" if metrics["shipped"] == "frozen_ids" else "codebook"
+    assert default.model.config.image_input_mode == expected_mode
     assert default.decoder is not None and default.decoder.vision_tokenizer is default.model.vision_tokenizer
     image = np.full((112, 112, 3), 200, dtype=np.uint8)
     inputs = default.processor(images=[image], text=["How many circles are there?"], return_tensors="pt")
     output = default.model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert output.shape[1] <= inputs["input_ids"].shape[1] + 3
+
+
+def test_fast_recipe_is_deterministic_for_a_fixed_seed(tmp_path):
+    """Same seed, same numbers: every metric and every saved weight of two `--fast` runs are identical."""
+    from safetensors.torch import load_file
+
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["--fast", "--seed", "3", "--output-dir", str(out)]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        metrics.pop("training_seconds")
+        runs.append((metrics, load_file(out / "model.safetensors")))
+    (metrics_a, weights_a), (metrics_b, weights_b) = runs
+    assert metrics_a == metrics_b
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[key], weights_b[key]) for key in weights_a)
+
+
+def test_recipe_rejects_a_boolean_override_that_is_not_true_or_false(tmp_path):
+    assert not RecipeConfig().ett_tune_selector
+    with pytest.raises(SystemExit):  # bool("False") would be True: the parser refuses anything but true / false
+        main(["--fast", "--output-dir", str(tmp_path / "z"), "--set", "ett_tune_selector=maybe"])
+    assert not (tmp_path / "z").exists()
 
 
 def test_recipe_refuses_to_overwrite_and_rejects_unknown_fields(tmp_path):
@@ -83,7 +113,9 @@ def test_shipped_default_loads_through_auto_classes_and_fits_the_budget():
     processor = AutoProcessor.from_pretrained(DEFAULT_MODEL_DIR)
     assert type(model).__name__ == "LaVITForCausalLM"
     metrics = json.loads((DEFAULT_MODEL_DIR / "metrics.json").read_text())
-    assert metrics["shipped"] == "ett"
+    assert metrics["shipped"] in ("frozen_ids", "frozen_embeddings", "ett")
+    expected_mode = "ids" if metrics["shipped"] == "frozen_ids" else "codebook"
+    assert model.config.image_input_mode == expected_mode
     image = np.full((112, 112, 3), 230, dtype=np.uint8)
     inputs = processor(images=[image], text=[""], return_tensors="pt")
     with torch.no_grad():

@@ -7,8 +7,9 @@ from pathlib import Path
 ROWS = (
     ("frozen_ids", "frozen tokenizer, visual ids"),
     ("frozen_embeddings", "frozen tokenizer, codebook embeddings"),
-    ("ett", "ETT (codebook embeddings, tokenizer tuned) - shipped"),
+    ("ett", "ETT (codebook embeddings, tokenizer tuned)"),
 )
+NAMES = dict(ROWS)
 
 
 def metrics_table(metrics: dict) -> str:
@@ -21,11 +22,43 @@ def metrics_table(metrics: dict) -> str:
         if key not in metrics:
             continue
         m = metrics[key]
+        if key == metrics.get("shipped"):
+            name = f"**{name} - shipped**"
         lines.append(
             f"| {name} | {m['oc_accuracy']:.3f} | {m['oc_mae']:.3f} | {m['oc_rmse']:.3f} | {m['mci_accuracy']:.3f} | "
             f"{m['caption_cider']:.3f} | {m['caption_bleu']:.3f} | {m['mean_visual_tokens']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def ett_verdict(metrics: dict) -> str:
+    """A plain statement of where ETT helps or not, against the frozen-embeddings branch (same input, same budget)."""
+    if "ett" not in metrics or "frozen_embeddings" not in metrics:
+        return ""
+    ett, frozen = metrics["ett"], metrics["frozen_embeddings"]
+    fields = (("oc_accuracy", "OC accuracy"), ("mci_accuracy", "MCI accuracy"), ("caption_cider", "CIDEr"))
+    worse = [label for key, label in fields if ett[key] < frozen[key]]
+    better = [label for key, label in fields if ett[key] > frozen[key]]
+    text = "Against the frozen codebook embeddings of the same budget, ETT "
+    if not worse:
+        return text + f"improves or matches every task ({', '.join(better) or 'no difference'})."
+    text += f"does not help {', '.join(worse)}"
+    return text + (f" (it helps {', '.join(better)})." if better else ": on this data it hurts every task.")
+
+
+def selection_text(metrics: dict) -> str:
+    selection = metrics.get("selection")
+    shipped = metrics.get("shipped", "ett")
+    if not selection:
+        return f"The {NAMES.get(shipped, shipped)} branch is shipped."
+    rows = ", ".join(
+        f"{NAMES.get(name, name)} {values['score']:.3f} (OC {values['oc_accuracy']:.3f} + MCI {values['mci_accuracy']:.3f})"
+        for name, values in selection["validation"].items()
+    )
+    return (
+        f"The shipped branch is chosen by the validation score ({selection['criterion']}, "
+        f"{selection['num_validation_scenes']} validation scenes): {rows}; shipped: {NAMES.get(shipped, shipped)}."
+    )
 
 
 def write_model_card(folder: str | Path, metrics: dict, log: dict) -> Path:
@@ -46,7 +79,8 @@ A complete LaVIT-style model small enough to train on a laptop CPU: a dynamic di
 width {recipe["vision_hidden_size"]}, {recipe["vision_layers"]} blocks; token selector; {recipe["merger_layers"]}-block merger;
 {recipe["codebook_size"]} x {recipe["codebook_dim"]} codebook; feature decoder), a {recipe["llm_layers"]}-layer Llama of width
 {recipe["llm_hidden_size"]} over a {recipe["text_vocab_size"]}-entry BPE vocabulary + `[IMG]`, `[/IMG]` and one id per code,
-read through the codebook embeddings and an MLP projector (ETT), and a tiny diffusion decoder pipeline in `decoder/`.
+read as {"visual ids" if metrics.get("shipped") == "frozen_ids" else "codebook embeddings through an MLP projector"} (shipped branch: `{metrics.get("shipped", "ett")}`), and a tiny diffusion
+decoder pipeline in `decoder/`.
 Trained from scratch in {seconds / 60:.1f} min on 2 CPU cores by `python -m gvt.default_model.train_default`
 (seed {recipe["seed"]}); rerunning it reproduces these numbers within noise.
 
@@ -71,19 +105,23 @@ decoder = gvt.LaVITDecoderPipeline.from_pretrained(FOLDER + "/decoder", vision_t
 
 {metrics_table(metrics)}
 
+{selection_text(metrics)} {ett_verdict(metrics)}
+
 Chance: MCI 0.5 (balanced yes/no); OC: always answering "0" scores about 0.3 here. Mean visual tokens per image vs
 {metrics["fixed_token_baselines"]["lavit_fixed_grid"]} patches at this size (256 for LaVIT / GVT at 224 px).
 
 ## How it was trained
 
 - A: encoder pretraining on per-patch classes ("covered by shape x colour" or "centre of shape x colour").
-- B: tokenizer with LaVIT's objective plus fine-grained supervision: keep targets on each object's centre patch and a
+- B: tokenizer with LaVIT's objective plus fine-grained supervision: keep targets on each object's centre patch (positives weighted {recipe.get("keep_target_positive_weight", 1.0)}) and a
   linear code probe on the object class (validation: {tokenizer_stage.get("tokens_per_image", float("nan")):.2f} tokens per image
   for {tokenizer_stage.get("anchors_per_image", float("nan")):.2f} anchors; token count equals anchor count on
   {tokenizer_stage.get("token_count_equals_anchor_count", float("nan")):.0%} of images).
 - C: LLM pretraining on visual ids (captions + counting + presence questions), `transformers.Trainer`.
-- D: three branches of equal budget; the ETT branch (projector warm-up, then LLM + projector + tokenizer with
-  `L = L_caption + {recipe["ett_alpha"]} * L_tokenizer`, then frozen) is shipped.
+- D: three branches of equal budget: frozen ids (LLM continued), frozen codebook embeddings (projector warm-up,
+  then LLM + projector), ETT (projector warm-up, then LLM + projector + tokenizer merger / quantizer / feature decoder
+  with `L = L_caption + {recipe["ett_alpha"]} * L_tokenizer`{"" if recipe.get("ett_tune_selector", True) else ", token selector frozen"}, then frozen); the branch
+  with the best validation OC + MCI accuracy is shipped.
 - E: decoder pipeline (tiny VAE fitted to the scenes, conditioning + UNet trained on the tokenizer's ids).
 
 ## Limitations

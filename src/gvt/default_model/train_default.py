@@ -9,13 +9,15 @@ A. Encoder patch-level pretraining (no pretrained encoder exists offline): per-p
    "covered by class c" or "anchor (box centre) of class c" (`gvt.default_model.targets`).
 B. Tokenizer (selector + merger + quantizer + feature decoder, frozen encoder): LaVIT's objective (cosine feature
    reconstruction, codebook / commitment, dead-code restarts) plus fine-grained supervision from the scene labels:
-   keep targets on the anchor patches (the selector keeps about one token per object) and a linear code probe on the
+   keep targets on the anchor patches, positives up-weighted (`keep_target_positive_weight`) so that every object
+   centre gets its token (the selector keeps about one token per object) and a linear code probe on the
    anchored classes (codes carry shape and colour); `gvt.training.train_tokenizer` options.
 C. LLM pretraining in `"ids"` mode with `transformers.Trainer` on captions + counting (OC) + presence (MCI) questions,
    images pre-tokenized once.
 D. Three branches of the same budget from C: frozen tokenizer with ids (continued), frozen tokenizer with codebook
    embeddings (`"codebook"` mode, MLP projector), and ETT (projector warm-up, then LLM + projector + tokenizer with
-   `L = L_caption + alpha * L_tokenizer`, alpha 0.25). The ETT branch is the shipped default.
+   `L = L_caption + alpha * L_tokenizer`, alpha 0.25; the token selector stays as trained in B unless
+   `ett_tune_selector`). Each branch is scored on the validation split (OC + MCI accuracy); the best one ships.
 E. Decoder pipeline: a tiny VAE fitted to the scenes, then the conditioning model + UNet trained on the final
    tokenizer's ids (`gvt.training.train_decoder`).
 F. Evaluation on the test split (`gvt.metrics`), `metrics.json`, the model card; all written atomically.
@@ -61,6 +63,7 @@ from .targets import NUM_PRETRAIN_CLASSES, dataset_patch_targets
 logger = logging.getLogger("gvt.default_model")
 
 DECODER_SUBFOLDER = "decoder"
+BRANCHES = ("frozen_ids", "frozen_embeddings", "ett")
 METRICS_FILE = "metrics.json"
 LOG_FILE = "training_log.json"
 
@@ -98,6 +101,7 @@ class RecipeConfig:
     tokenizer_batch_size: int = 32
     tokenizer_learning_rate: float = 1e-3
     selector_supervision_weight: float = 1.0
+    keep_target_positive_weight: float = 1.25  # anchor recall: 1.0 keeps 4.07 tokens for 4.65 anchors, 3.0 keeps 6.6
     code_classification_weight: float = 2.0
     dead_code_threshold: int = 50
     # C: LLM pretraining (ids)
@@ -109,6 +113,7 @@ class RecipeConfig:
     branch_steps: int = 400
     branch_learning_rate: float = 5e-4
     ett_alpha: float = 0.25
+    ett_tune_selector: bool = False  # ETT tunes merger + quantizer + feature decoder; the selector stays as in B
     # E: decoder pipeline
     decoder_image_size: int = 48
     vae_steps: int = 300
@@ -442,16 +447,19 @@ def run_trainer(
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
 
-def set_trainable(model: LaVITForCausalLM, language_model: bool, projector: bool, tokenizer: bool) -> None:
+def set_trainable(
+    model: LaVITForCausalLM, language_model: bool, projector: bool, tokenizer: bool, selector: bool | None = None
+) -> None:
     """Freeze / unfreeze the parts of the model (the tokenizer's encoder stays frozen: its features are the
-    reconstruction target)."""
+    reconstruction target). `selector` (default: as `tokenizer`) sets the token selector apart."""
     model.requires_grad_(False)
     model.language_model.requires_grad_(language_model)
     if model.codebook_projector is not None:
         model.codebook_projector.requires_grad_(projector)
     vision = model.vision_tokenizer
-    for module in (vision.token_selector, vision.token_merger, vision.quantizer, vision.decoders["highres"]):
+    for module in (vision.token_merger, vision.quantizer, vision.decoders["highres"]):
         module.requires_grad_(tokenizer)
+    vision.token_selector.requires_grad_(tokenizer if selector is None else selector)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -613,6 +621,7 @@ def train_default(recipe: RecipeConfig, output_dir: str | os.PathLike, overwrite
             keep_ratio_weight=0.0,
             keep_targets=keep_targets,
             selector_supervision_weight=recipe.selector_supervision_weight,
+            keep_target_positive_weight=recipe.keep_target_positive_weight,
             teacher_forced_selection=True,
             code_labels=code_labels,
             code_classification_weight=recipe.code_classification_weight,
@@ -641,6 +650,7 @@ def train_default(recipe: RecipeConfig, output_dir: str | os.PathLike, overwrite
             target_keep_ratio=float(targets.keep.mean()),
             keep_ratio_weight=0.0,
             selector_supervision_weight=recipe.selector_supervision_weight,
+            keep_target_positive_weight=recipe.keep_target_positive_weight,
             code_classification_weight=recipe.code_classification_weight,
             num_code_classes=NUM_PATCH_CLASSES,
             teacher_forced_selection=True,
@@ -676,7 +686,26 @@ def train_default(recipe: RecipeConfig, output_dir: str | os.PathLike, overwrite
         # -- D: three branches of the same budget ----------------------------------------------------------------------
         branch_steps = recipe.branch_warmup_steps + recipe.branch_steps
         test_split = dataset["test"]
+        validation_split = dataset["validation"]
         results: dict[str, dict] = {}
+        validation: dict[str, dict] = {}
+        branches: dict[str, LaVITForCausalLM] = {}
+
+        def validate(name: str, branch: LaVITForCausalLM) -> dict:
+            """The branch's validation score (OC + MCI accuracy, the selection criterion) and its test metrics."""
+            branch.eval()
+            scores = evaluate_gvtbench(
+                branch, processor, validation_split, recipe.num_validation, recipe.eval_batch_size
+            )
+            validation[name] = {
+                "oc_accuracy": round(float(scores["oc_accuracy"]), 4),
+                "mci_accuracy": round(float(scores["mci_accuracy"]), 4),
+                "score": round(float(scores["oc_accuracy"] + scores["mci_accuracy"]), 4),
+            }
+            results[name] = evaluate_gvtbench(
+                branch, processor, test_split, recipe.eval_scenes, recipe.eval_batch_size
+            )
+            return {f"validation_{key}": value for key, value in validation[name].items()}
 
         start = time.perf_counter()
         set_trainable(model, language_model=True, projector=False, tokenizer=False)
@@ -685,10 +714,9 @@ def train_default(recipe: RecipeConfig, output_dir: str | os.PathLike, overwrite
             model, SequenceDataset(id_rows), collator, recipe, scratch / "D_ids", branch_steps,
             recipe.branch_learning_rate,
         )  # fmt: skip
-        results["frozen_ids"] = evaluate_gvtbench(
-            model, processor, test_split, recipe.eval_scenes, recipe.eval_batch_size
-        )
-        _stage(log, "D_frozen_ids", start, **_scalar_metrics(results["frozen_ids"]))
+        extra = validate("frozen_ids", model)
+        _stage(log, "D_frozen_ids", start, **_scalar_metrics(results["frozen_ids"]), **extra)
+        ids_state = {key: value.clone() for key, value in model.state_dict().items()}
 
         def codebook_branch(name: str, tune_tokenizer: bool) -> LaVITForCausalLM:
             start = time.perf_counter()
@@ -704,7 +732,10 @@ def train_default(recipe: RecipeConfig, output_dir: str | os.PathLike, overwrite
                 recipe.branch_warmup_steps, recipe.llm_learning_rate,
             )  # fmt: skip
             # stage 2: LLM + projector (+ tokenizer for ETT, on pixels, with alpha * the tokenizer objective)
-            set_trainable(branch, language_model=True, projector=True, tokenizer=tune_tokenizer)
+            set_trainable(
+                branch, language_model=True, projector=True, tokenizer=tune_tokenizer,
+                selector=tune_tokenizer and recipe.ett_tune_selector,
+            )  # fmt: skip
             branch.train()
             branch.vision_tokenizer.encoder.eval()
             if tune_tokenizer:
@@ -721,20 +752,23 @@ def train_default(recipe: RecipeConfig, output_dir: str | os.PathLike, overwrite
                     recipe.branch_learning_rate,
                 )  # fmt: skip
             set_trainable(branch, language_model=False, projector=False, tokenizer=False)  # ETT stage 3: frozen
-            branch.eval()
-            results[name] = evaluate_gvtbench(
-                branch, processor, test_split, recipe.eval_scenes, recipe.eval_batch_size
-            )
-            extra = {}
+            extra = validate(name, branch)
             if tune_tokenizer:
                 tuned = evaluate_tokenizer(branch.vision_tokenizer, validation_pixels)
-                extra = {"reconstruction": tuned.reconstruction, "tokens_per_image": tuned.tokens_per_image}
+                extra.update(reconstruction=tuned.reconstruction, tokens_per_image=tuned.tokens_per_image)
             _stage(log, f"D_{name}", start, **_scalar_metrics(results[name]), **extra)
             return branch
 
-        codebook_branch("frozen_embeddings", tune_tokenizer=False)
-        final = codebook_branch("ett", tune_tokenizer=True)
+        branches["frozen_embeddings"] = codebook_branch("frozen_embeddings", tune_tokenizer=False)
+        branches["ett"] = codebook_branch("ett", tune_tokenizer=True)
+        # the shipped branch: the best validation score (OC + MCI accuracy); ties go to the simpler branch
+        shipped = max(BRANCHES, key=lambda name: (validation[name]["score"], -BRANCHES.index(name)))
+        if shipped == "frozen_ids":
+            model.load_state_dict(ids_state)
+            branches["frozen_ids"] = model
+        final = branches[shipped]
         final.requires_grad_(True)
+        _stage(log, "D_selection", time.perf_counter(), shipped=shipped, validation=validation)
 
         # -- E: decoder pipeline --------------------------------------------------------------------------------------
         start = time.perf_counter()
@@ -757,12 +791,17 @@ def train_default(recipe: RecipeConfig, output_dir: str | os.PathLike, overwrite
         final.generation_config.save_pretrained(staging)
         pipeline.save_pretrained(staging / DECODER_SUBFOLDER, safe_serialization=True)
         metrics = {
-            "shipped": "ett",
+            "shipped": shipped,
+            "selection": {
+                "criterion": "validation oc_accuracy + mci_accuracy",
+                "num_validation_scenes": min(recipe.num_validation, len(validation_split)),
+                "validation": validation,
+            },
             "split": "test",
-            "num_scenes": results["ett"]["num_scenes"],
-            "num_questions": results["ett"]["num_questions"],
+            "num_scenes": results[shipped]["num_scenes"],
+            "num_questions": results[shipped]["num_questions"],
             **{name: _scalar_metrics(values) for name, values in results.items()},
-            "examples": results["ett"]["examples"],
+            "examples": results[shipped]["examples"],
             "fixed_token_baselines": {"lavit_fixed_grid": (recipe.image_size // patch_size) ** 2, "lavit_224px": 256},
         }
         log["training_seconds"] = round(time.perf_counter() - started, 1)
@@ -804,7 +843,13 @@ def main(argv: list[str] | None = None) -> int:
         name, _, value = item.partition("=")
         if name not in fields:
             parser.error(f"unknown recipe field {name!r}; fields: {sorted(fields)}")
-        overrides[name] = type(getattr(RecipeConfig(), name))(value)
+        kind = type(getattr(RecipeConfig(), name))
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                parser.error(f"{name} takes true or false, got {value!r}")
+            overrides[name] = value.lower() in ("true", "1")
+        else:
+            overrides[name] = kind(value)
     if args.threads is not None:
         overrides["num_threads"] = args.threads
     recipe = RecipeConfig.fast(**overrides) if args.fast else RecipeConfig(**overrides)
