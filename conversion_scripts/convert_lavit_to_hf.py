@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.vision_tokenizer_only:
         return convert_tokenizer_only(args)
-    from gvt.release_conversion import convert_lavit_release, format_verification, push_to_hub, verify_conversion
+    from gvt.release_conversion import convert_lavit_release, verify_and_push
 
     repo_id = args.repo_id or args.push_to_hub or f"gvt-community/{args.output_dir.rstrip('/').split('/')[-1]}"
     card = None if args.no_model_card else {"repo_id": repo_id, "kind": "lavit"}
@@ -96,14 +96,7 @@ def main(argv=None) -> int:
         f"Wrote LaVIT ({summary.image_input_mode} mode, {summary.num_parameters / 1e6:.2f} M parameters, "
         f"{len(summary.shards)} shard(s), decoders: {summary.decoders or 'none'}) to {args.output_dir}"
     )
-    status = 0
-    if args.verify:
-        results = verify_conversion(args.output_dir, args.verify, atol=args.verify_atol)
-        print(format_verification(results))
-        status = 0 if all(result.ok for result in results) else 3
-    if args.push_to_hub and status == 0:
-        print(f"Pushed to {push_to_hub(args.output_dir, args.push_to_hub)}")
-    return status
+    return verify_and_push(args.output_dir, args.verify, args.verify_atol, args.push_to_hub)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ _TEXT_TO_IMAGE = """```python
 # Text-to-image: the LLM samples visual ids after [IMG] (classifier-free guidance on the logits), then the diffusion
 # decoder (in the `decoder/` subfolder) turns them into pixels
 import os
-from huggingface_hub import snapshot_download
+from huggingface_hub import constants, snapshot_download
 from transformers import GenerationConfig
 from gvt import LaVITDecoderPipeline
 
@@ -154,7 +154,7 @@ visual = model.generate_images(
     num_beams=sampling.num_beams,  # not the captioning beams of generation_config.json
     max_new_tokens=model.config.vision_config.num_patches,  # at most one token per patch
 )
-local = repo if os.path.isdir(repo) else snapshot_download(repo)
+local = repo if os.path.isdir(repo) else snapshot_download(repo, local_files_only=constants.HF_HUB_OFFLINE)
 decoder = LaVITDecoderPipeline.from_pretrained(os.path.join(local, "decoder"))
 decoder.set_progress_bar_config(disable=True)
 picture = decoder(

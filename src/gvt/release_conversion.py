@@ -880,6 +880,20 @@ def format_verification(results: list[VerificationResult]) -> str:
     return "\n".join(lines)
 
 
+def verify_and_push(output_dir: str | os.PathLike, verify: str | None, atol: float, repo_id: str | None) -> int:
+    """The conversion scripts' last steps: print the `--verify` table, then push if asked and verification passed.
+
+    Returns the scripts' exit status: 0, or 3 when a verified error exceeds `atol` (nothing is pushed then)."""
+    status = 0
+    if verify:
+        results = verify_conversion(output_dir, verify, atol=atol)
+        print(format_verification(results))
+        status = 0 if all(result.ok for result in results) else 3
+    if repo_id and status == 0:
+        print(f"Pushed to {push_to_hub(output_dir, repo_id)}")
+    return status
+
+
 def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False) -> str:
     """Upload a converted folder with `huggingface_hub.HfApi().upload_folder` (creates the repo if needed)."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
@@ -898,6 +912,7 @@ __all__ = [
     "verify_conversion",
     "format_verification",
     "push_to_hub",
+    "verify_and_push",
     "ShardedSafetensorsWriter",
     "VocabularyLayout",
     "ConversionSummary",
