@@ -31,19 +31,26 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+# Differences smaller than these are within the run-to-run noise of the test split (300 scenes).
+NOISE_MARGINS = {"oc_accuracy": 0.02, "mci_accuracy": 0.02, "caption_cider": 0.05}
+
+
 def ett_verdict(metrics: dict) -> str:
-    """A plain statement of where ETT helps or not, against the frozen-embeddings branch (same input, same budget)."""
+    """A plain statement of where ETT helps or not, against the frozen-embeddings branch (same input, same budget);
+    differences within `NOISE_MARGINS` count as no difference."""
     if "ett" not in metrics or "frozen_embeddings" not in metrics:
         return ""
     ett, frozen = metrics["ett"], metrics["frozen_embeddings"]
     fields = (("oc_accuracy", "OC accuracy"), ("mci_accuracy", "MCI accuracy"), ("caption_cider", "CIDEr"))
-    worse = [label for key, label in fields if ett[key] < frozen[key]]
-    better = [label for key, label in fields if ett[key] > frozen[key]]
+    worse = [label for key, label in fields if ett[key] < frozen[key] - NOISE_MARGINS[key]]
+    better = [label for key, label in fields if ett[key] > frozen[key] + NOISE_MARGINS[key]]
     text = "Against the frozen codebook embeddings of the same budget, ETT "
+    if not worse and not better:
+        return text + "does not clearly help: every difference is within noise."
     if not worse:
-        return text + f"improves or matches every task ({', '.join(better) or 'no difference'})."
+        return text + f"helps {', '.join(better)} and matches the rest within noise."
     text += f"does not help {', '.join(worse)}"
-    return text + (f" (it helps {', '.join(better)})." if better else ": on this data it hurts every task.")
+    return text + (f" (it helps {', '.join(better)})." if better else ".")
 
 
 def selection_text(metrics: dict) -> str:
