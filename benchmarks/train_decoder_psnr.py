@@ -32,8 +32,8 @@ from diffusers import UNet2DConditionModel
 from gvt import GVTVisionConfig, GVTVisionTokenizer
 from gvt.conversion import build_tokenizer, load_lavit_release
 from gvt.data import generate_scene
-from gvt.pipeline_lavit_decoder import build_tiny_decoder_pipeline, tiny_unet_config
-from gvt.training import train_decoder
+from gvt.pipeline_lavit_decoder import build_tiny_decoder_pipeline, two_level_unet_config
+from gvt.training import fit_vae, train_decoder
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference" / "tiny_a" / "original"
 
@@ -75,26 +75,6 @@ def visual_tokens(pipe, images: torch.Tensor, mode: str, count: int = 8) -> tupl
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = torch.mean((a.float() - b.float()) ** 2).item()
     return 10 * np.log10(1.0 / max(mse, 1e-12))
-
-
-def fit_vae(vae, images: torch.Tensor, steps: int, kl_weight: float = 1e-6, lr: float = 2e-3) -> None:
-    """Stand-in for a pretrained VAE (the release ships one): fit the tiny random VAE to the images, then set its
-    `scaling_factor` so that scaled latents have unit variance (SD's convention)."""
-    vae.train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
-    pixels = images * 2 - 1
-    for _ in range(steps):
-        posterior = vae.encode(pixels).latent_dist
-        loss = (
-            torch.nn.functional.mse_loss(vae.decode(posterior.sample()).sample, pixels)
-            + kl_weight * posterior.kl().mean()
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    vae.eval().requires_grad_(False)
-    with torch.no_grad():
-        vae.register_to_config(scaling_factor=float(1 / vae.encode(pixels).latent_dist.mode().std()))
 
 
 def reconstruct(pipe, ids, mask, steps, guidance, seed):
@@ -145,15 +125,7 @@ def main() -> None:
     tokenizer = load_vision_tokenizer(args.tokenizer)
     pipe = build_tiny_decoder_pipeline(tokenizer, args.decoder_type, sample_size=args.size // 2)
     if args.unet_width:
-        config = tiny_unet_config(pipe.conditioning, args.size // 2)  # cross_attention_dim: the conditioning's
-        width = args.unet_width
-        config.update(
-            block_out_channels=(width, 2 * width),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            norm_num_groups=8,
-            attention_head_dim=args.attention_head_dim,
-        )
+        config = two_level_unet_config(pipe.conditioning, args.size // 2, args.unet_width, args.attention_head_dim)
         torch.manual_seed(0)
         pipe.unet = UNet2DConditionModel(**config)
     pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=args.prediction_type)
@@ -174,7 +146,7 @@ def main() -> None:
 
     start = time.perf_counter()
     if args.vae_steps:
-        fit_vae(pipe.vae, images, args.vae_steps)
+        fit_vae(pipe.vae, images * 2 - 1, args.vae_steps)
     vae_seconds = time.perf_counter() - start
     # The VAE is frozen: the best any decoder can do is the VAE's own reconstruction.
     with torch.no_grad():

@@ -11,6 +11,7 @@ from gvt.data import (
     SHAPE_NAMES,
     TEXT_CLASS_ID,
     SceneObject,
+    binding_questions_for,
     build_synthetic_dataset,
     generate_scene,
     object_class_id,
@@ -281,3 +282,28 @@ def test_text_tokenizer_round_trip_and_special_tokens(dataset, tmp_path):
     assert reloaded(text).input_ids == ids and reloaded.pad_token == "<pad>"
     with pytest.raises(ValueError, match="special_tokens"):
         train_text_tokenizer(texts, special_tokens=["<s>", "</s>", "<unk>"])
+
+
+def test_binding_questions_need_colour_bound_to_shape(scenes):
+    kinds, sharing_absent = [], 0
+    for scene in scenes[:60]:
+        objects = scene.layout.objects
+        present = {(o.colour, o.shape) for o in objects}
+        rng = np.random.default_rng(scene.scene_seed)
+        questions = binding_questions_for(objects, rng, 6)
+        assert len(questions) == (6 if objects else 0)
+        for question in questions:
+            pair = (question["colour"], question["shape"])
+            assert f"{question['colour']} " in question["question"]
+            if question["kind"] == "presence":
+                assert question["answer"] == ("yes" if pair in present else "no")
+            else:
+                assert question["answer"] == count_matching(objects, question["shape"], question["colour"])
+            if pair not in present:  # an absent pair always shares its colour or its shape with the scene
+                assert any(pair[0] == colour or pair[1] == shape for colour, shape in present)
+                sharing_absent += 1
+            kinds.append(question["kind"])
+    assert 0.3 < kinds.count("count") / len(kinds) < 0.7
+    assert sharing_absent > len(kinds) / 4
+    again = binding_questions_for(scenes[0].layout.objects, np.random.default_rng(scenes[0].scene_seed), 6)
+    assert again == binding_questions_for(scenes[0].layout.objects, np.random.default_rng(scenes[0].scene_seed), 6)

@@ -21,7 +21,7 @@ from gvt.pipeline_lavit_decoder import (
     build_tiny_decoder_pipeline,
     tiny_unet_config,
 )
-from gvt.training import train_decoder
+from gvt.training import fit_vae, train_decoder
 
 torch.set_num_threads(1)
 
@@ -381,6 +381,23 @@ def test_training_options_v_prediction_min_snr_ema_accelerate(tokenizer):
         train_decoder(pipe, pixels, ids[:1], num_steps=1)
 
 
+def test_fit_vae_fits_sampled_latents_and_sets_unit_scale(tokenizer):
+    """The VAE is fitted on sampled latents (what diffusion training encodes): its posterior noise must shrink."""
+    vae = eval_pipeline(tokenizer, "highres").vae
+    pixels = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pixels = torch.nn.functional.avg_pool2d(pixels, 4).repeat_interleave(4, -1).repeat_interleave(4, -2)
+    with torch.no_grad():
+        noise_before = vae.encode(pixels).latent_dist.std.mean().item()
+    losses = fit_vae(vae, pixels, 150, batch_size=8, learning_rate=3e-3, seed=0)
+    assert len(losses) == 150 and sum(losses[-10:]) / 10 < 0.5 * losses[0]
+    with torch.no_grad():
+        posterior = vae.encode(pixels).latent_dist
+        scaled = posterior.mode() * vae.config.scaling_factor
+    assert posterior.std.mean().item() < 0.5 * noise_before
+    assert abs(scaled.std().item() - 1.0) < 0.05
+    assert not vae.training and not any(p.requires_grad for p in vae.parameters())
+
+
 def test_training_makes_reconstructions_follow_the_tokens(reference):
     """After a short memorisation run, decoding an image's own tokens lands closer to its latents than decoding another
     image's tokens: the UNet uses the conditioning instead of only learning the image distribution."""
@@ -393,18 +410,9 @@ def test_training_makes_reconstructions_follow_the_tokens(reference):
     pixels = colours[:, :, None, None].expand(-1, -1, 16, 16).clone()
     pixels[:, :, 4:12, 4:12] *= -1
     ids = torch.randint(0, CODEBOOK_SIZE, (4, 8), generator=torch.Generator().manual_seed(0))
-    vae = pipe.vae.train().requires_grad_(True)  # a random VAE's latents barely tell the images apart: fit it first
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=3e-3)
-    for _ in range(100):
-        loss = torch.nn.functional.mse_loss(vae.decode(vae.encode(pixels).latent_dist.sample()).sample, pixels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    vae.eval().requires_grad_(False)
+    fit_vae(pipe.vae, pixels, 100, learning_rate=3e-3)  # a random VAE's latents barely tell the images apart
     with torch.no_grad():
-        latents = vae.encode(pixels).latent_dist.mode()
-        vae.register_to_config(scaling_factor=float(1 / latents.pow(2).mean().sqrt()))
-        latents = latents * vae.config.scaling_factor
+        latents = pipe.vae.encode(pixels).latent_dist.mode() * pipe.vae.config.scaling_factor
     train_decoder(pipe, pixels, ids, num_steps=120, batch_size=4, learning_rate=5e-3, prediction_type="v_prediction")
 
     def error(token_ids):

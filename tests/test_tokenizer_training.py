@@ -178,3 +178,19 @@ def test_bad_input_raises_clear_errors():
         tokenizer_loss(output, torch.zeros(2, 64, 96), output.encoder_hidden_states[:, 1:], 0.5)
     with pytest.raises(ValueError, match="loss_type"):
         patch_distillation_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), "l2")
+
+
+def test_learning_rate_schedules():
+    model = tiny_tokenizer(num_hidden_layers=1)
+    images = tiny_images(4)
+    labels = (F.avg_pool2d(images[:, :1], model.config.patch_size).flatten(1) > 0).long()
+    output = pretrain_encoder_on_patch_labels(
+        model, images, labels, num_steps=4, lr_scheduler_type="cosine", warmup_steps=1, progress_bar=False
+    )
+    assert len(output.losses) == 4
+    history = train_tokenizer(model, images, num_steps=3, lr_scheduler_type="linear", progress_bar=False)
+    assert len(history) == 3
+    with pytest.raises(ValueError, match="warmup_steps"):
+        train_tokenizer(model, images, num_steps=1, warmup_steps=-1, progress_bar=False)
+    with pytest.raises(ValueError):
+        train_tokenizer(model, images, num_steps=1, lr_scheduler_type="sideways", progress_bar=False)

@@ -119,12 +119,12 @@ def demo_picture(
             num_inference_steps=num_inference_steps,
             output_type="pil",
         ).images
-    header = ["input", "kept patches (selector keep probability)", "reconstruction (decoder pipeline)", "captions"]
+    header = ["input", "kept patches / p(keep)", "decoded from tokens", "captions"]
     text_width = 2 * size
     canvas = Image.new("RGB", (3 * size + text_width, 20 + len(images) * size), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for column, title in enumerate(header):
-        draw.text((column * size + 4, 4), title if column < 3 else title, fill=(0, 0, 0))
+        draw.text((column * size + 4, 4), title, fill=(0, 0, 0))
     for row, image in enumerate(images):
         y = 20 + row * size
         canvas.paste(image.convert("RGB").resize((size, size), Image.Resampling.NEAREST), (0, y))

@@ -29,6 +29,7 @@ from transformers import AutoModelForCausalLM
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.generation import GenerationMixin, LogitsProcessor, LogitsProcessorList
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
@@ -39,6 +40,8 @@ from .vocabulary import GVTVocabulary, splice_image_tokens
 logger = logging.get_logger(__name__)
 
 AUTO_CLASSES = ("AutoModel", "AutoModelForCausalLM", "AutoModelForImageTextToText")
+CACHE_ARGUMENT = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+"""The name of the KV cache in forwards and outputs: `cache` from transformers 5.24, `past_key_values` before."""
 
 
 @dataclass
@@ -48,7 +51,8 @@ class LaVITCausalLMOutputWithPast(ModelOutput):
     Args:
         loss (`torch.FloatTensor`, *optional*): next-token loss on the labelled positions.
         logits (`[B, L', vocab_size]`): over the expanded sequence (each placeholder replaced by its image's tokens).
-        past_key_values, hidden_states, attentions: as returned by the language model.
+        cache (`past_key_values` before transformers 5.24), hidden_states, attentions: as returned by the language
+            model.
         expanded_input_ids, expanded_attention_mask, expanded_labels (`[B, L']`): the expanded sequence (only when
             `pixel_values` were given).
         image_token_ids, image_attention_mask (`[N, L]`): codebook ids of each image, right-padded (discrete
@@ -62,7 +66,10 @@ class LaVITCausalLMOutputWithPast(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    if CACHE_ARGUMENT == "cache":
+        cache: Cache | None = None
+    else:
+        past_key_values: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     expanded_input_ids: torch.LongTensor | None = None
@@ -131,7 +138,7 @@ class LaVITPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["GVTEncoderLayer", "GVTSelfCrossLayer", "GVTPerceiverLayer", "LlamaDecoderLayer"]
-    _skip_keys_device_placement = "past_key_values"
+    _skip_keys_device_placement = CACHE_ARGUMENT
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -355,6 +362,8 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         decision (straight-through, as in its own training) and `loss = caption_loss + alpha * reconstruction_loss`,
         the tokenizer objective of the same pass (`gvt.training.losses.tokenizer_loss`).
         """
+        if past_key_values is None:  # transformers >= 5.24 passes the KV cache as `cache`
+            past_key_values = kwargs.pop("cache", None)
         expanded = None
         ett = pixel_values is not None and self._ett_reconstruction_active()
         if pixel_values is not None:
@@ -393,10 +402,10 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             labels=labels,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
+            **{CACHE_ARGUMENT: past_key_values},
             **kwargs,
         )
         loss, caption_loss, reconstruction_loss = outputs.loss, None, None
@@ -414,7 +423,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         return LaVITCausalLMOutputWithPast(
             loss=loss,
             logits=outputs.logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_ARGUMENT: getattr(outputs, CACHE_ARGUMENT)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             expanded_input_ids=expanded.input_ids if expanded is not None else None,

@@ -52,6 +52,24 @@ def check_visual_token_ids(
     return attention_mask
 
 
+# Fields this module's config shares, under the same names, with GVTVisionConfig (the feature decoder's sizes).
+VISION_CONFIG_FIELDS = (
+    "codebook_size",
+    "codebook_dim",
+    "decoder_hidden_size",
+    "decoder_num_layers",
+    "decoder_num_attention_heads",
+    "decoder_intermediate_size",
+    "decoder_output_dim",
+    "decoder_num_queries",
+    "decoder_max_positions",
+    "decoder_mask_value",
+    "lowres_cross_attention_dim",
+    "highres_cross_attention_dims",
+    "highres_pooled_dim",
+)
+
+
 class LaVITConditioningModel(ModelMixin, ConfigMixin):
     r"""
     Codebook + feature decoder + highres or lowres head: visual token ids -> UNet conditioning.
@@ -109,23 +127,13 @@ class LaVITConditioningModel(ModelMixin, ConfigMixin):
     def vision_config(self) -> GVTVisionConfig:
         """The [`GVTVisionConfig`] of the decoder part (sizes of the feature decoder; the encoder sizes are unused)."""
         config = self.config
+        shared = {name: getattr(config, name) for name in VISION_CONFIG_FIELDS}
+        shared["highres_cross_attention_dims"] = list(shared["highres_cross_attention_dims"])
         vision_config = GVTVisionConfig(
             tokenizer_type="lavit",
-            codebook_size=config.codebook_size,
-            codebook_dim=config.codebook_dim,
             decoder_types=[config.decoder_type],
-            decoder_hidden_size=config.decoder_hidden_size,
-            decoder_num_layers=config.decoder_num_layers,
-            decoder_num_attention_heads=config.decoder_num_attention_heads,
-            decoder_intermediate_size=config.decoder_intermediate_size,
-            decoder_output_dim=config.decoder_output_dim,
-            decoder_num_queries=config.decoder_num_queries,
-            decoder_max_positions=config.decoder_max_positions,
-            decoder_mask_value=config.decoder_mask_value,
             tokenizer_layer_norm_eps=config.layer_norm_eps,
-            lowres_cross_attention_dim=config.lowres_cross_attention_dim,
-            highres_cross_attention_dims=list(config.highres_cross_attention_dims),
-            highres_pooled_dim=config.highres_pooled_dim,
+            **shared,
         )
         vision_config._attn_implementation = "sdpa"  # exact here: a plain softmax with an additive padding mask
         return vision_config
@@ -172,25 +180,15 @@ class LaVITConditioningModel(ModelMixin, ConfigMixin):
                     f"uncond_embeddings have width {uncond_embeddings.shape[-1]}, the lowres decoder "
                     f"{config.lowres_cross_attention_dim}."
                 )
+        shared = {name: getattr(config, name) for name in VISION_CONFIG_FIELDS}
+        shared["highres_cross_attention_dims"] = tuple(shared["highres_cross_attention_dims"])
         model = cls(
             decoder_type=decoder_type,
-            codebook_size=config.codebook_size,
-            codebook_dim=config.codebook_dim,
-            decoder_hidden_size=config.decoder_hidden_size,
-            decoder_num_layers=config.decoder_num_layers,
-            decoder_num_attention_heads=config.decoder_num_attention_heads,
-            decoder_intermediate_size=config.decoder_intermediate_size,
-            decoder_output_dim=config.decoder_output_dim,
-            decoder_num_queries=config.decoder_num_queries,
-            decoder_max_positions=config.decoder_max_positions,
-            decoder_mask_value=config.decoder_mask_value,
             layer_norm_eps=config.tokenizer_layer_norm_eps,
-            lowres_cross_attention_dim=config.lowres_cross_attention_dim,
-            highres_cross_attention_dims=tuple(config.highres_cross_attention_dims),
-            highres_pooled_dim=config.highres_pooled_dim,
             uncond_length=uncond_embeddings.shape[1]
             if uncond_embeddings is not None
             else min(77, config.decoder_num_queries),
+            **shared,
         )
         source = vision_tokenizer.decoders[decoder_type]
         with torch.no_grad():

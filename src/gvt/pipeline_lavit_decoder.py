@@ -542,6 +542,22 @@ def tiny_unet_config(conditioning: LaVITConditioningModel, sample_size: int = 16
     return config
 
 
+def two_level_unet_config(
+    conditioning: LaVITConditioningModel, sample_size: int = 16, width: int = 32, attention_head_dim: int = 8
+) -> dict[str, Any]:
+    """A small two-level `UNet2DConditionModel` config (widths `width`, `2 * width`; cross-attention at the lower
+    level) with real cross-attention capacity: the smallest UNet that learns to follow the visual tokens."""
+    config = tiny_unet_config(conditioning, sample_size)
+    config.update(
+        block_out_channels=(width, 2 * width),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        attention_head_dim=attention_head_dim,
+    )
+    return config
+
+
 def tiny_vae_config(sample_size: int = 32) -> dict[str, Any]:
     """A tiny `AutoencoderKL` config (scale factor 2, 4 latent channels)."""
     return {

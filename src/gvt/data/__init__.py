@@ -1,5 +1,6 @@
 """The synthetic GVTBench-style scenes: generator, dataset builder, flat views, patch labels, text vocabulary."""
 
+from .scene_language import binding_questions_for
 from .scene_layout import SceneBackground, SceneLayout, SceneObject, SceneText, SyntheticSceneConfig
 from .scene_rendering import patch_labels, patch_labels_from_mask, render_label_mask
 from .scene_vocabulary import (
@@ -41,6 +42,7 @@ __all__ = [
     "SceneText",
     "SyntheticScene",
     "SyntheticSceneConfig",
+    "binding_questions_for",
     "build_synthetic_dataset",
     "generate_scene",
     "object_class_id",

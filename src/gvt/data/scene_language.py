@@ -105,6 +105,18 @@ def _count_target(shape: str, colour: str, rng: np.random.Generator) -> str:
     return f"{colour} {noun}" if colour else noun
 
 
+def _count_question(
+    objects: Sequence[SceneObject], shape: str, colour: str, rng: np.random.Generator
+) -> dict[str, Any]:
+    template = _pick(rng, COUNT_QUESTION_TEMPLATES)
+    return {
+        "question": template.format(target=_count_target(shape, colour, rng)),
+        "answer": count_matching(objects, shape, colour),
+        "shape": shape,
+        "colour": colour,
+    }
+
+
 def count_questions_for(
     objects: Sequence[SceneObject], rng: np.random.Generator, num_questions: int
 ) -> list[dict[str, Any]]:
@@ -132,15 +144,7 @@ def count_questions_for(
         if (shape, colour) in seen:
             continue
         seen.add((shape, colour))
-        template = _pick(rng, COUNT_QUESTION_TEMPLATES)
-        questions.append(
-            {
-                "question": template.format(target=_count_target(shape, colour, rng)),
-                "answer": count_matching(objects, shape, colour),
-                "shape": shape,
-                "colour": colour,
-            }
-        )
+        questions.append(_count_question(objects, shape, colour, rng))
         if len(questions) == num_questions:
             break
     return questions
@@ -179,3 +183,31 @@ def presence_questions_for(
         chosen.append(_pick(rng, pool))
     questions += [_presence_question(colour, shape, "no", rng) for colour, shape in chosen]
     return [questions[i] for i in rng.permutation(len(questions))]
+
+
+def binding_questions_for(
+    objects: Sequence[SceneObject], rng: np.random.Generator, num_questions: int
+) -> list[dict[str, Any]]:
+    """Extra *training* questions that can only be answered by binding colour to shape: about pairs that share the
+    colour or the shape of an object in the scene, half of them absent ("no" / 0), half present.
+
+    Each is a presence question ("Is there a red square?") or a counting question ("How many red squares are
+    there?") with equal chance; rows look like `count_questions_for` / `presence_questions_for` rows plus a `kind`
+    ("count" or "presence"). The evaluation splits never use these: a model trained on the generator's own mix can
+    learn the shortcut "the colour is there, so yes", which these questions take away."""
+    present = list(dict.fromkeys((o.colour, o.shape) for o in objects))
+    if not present:
+        return []
+    colours = {colour for colour, _ in present}
+    shapes = {shape for _, shape in present}
+    sharing = [pair for pair in ALL_PAIRS if pair not in present and (pair[0] in colours or pair[1] in shapes)]
+    questions = []
+    for index in range(num_questions):
+        pool = sharing if index % 2 == 0 and sharing else present
+        colour, shape = _pick(rng, pool)
+        if rng.random() < 0.5:
+            answer = "yes" if (colour, shape) in present else "no"
+            questions.append({**_presence_question(colour, shape, answer, rng), "kind": "presence"})
+        else:
+            questions.append({**_count_question(objects, shape, colour, rng), "kind": "count"})
+    return questions

@@ -73,6 +73,8 @@ def write_model_card(folder: str | Path, metrics: dict, log: dict) -> Path:
     stages = log["stages"]
     seconds = log.get("training_seconds", 0.0)
     tokenizer_stage = stages.get("B_tokenizer", {})
+    threads = recipe.get("num_threads", 1)
+    threads = "one CPU thread" if threads == 1 else f"{threads} CPU threads"
     card = f"""---
 library_name: transformers
 pipeline_tag: image-to-text
@@ -88,7 +90,7 @@ width {recipe["vision_hidden_size"]}, {recipe["vision_layers"]} blocks; token se
 {recipe["llm_hidden_size"]} over a {recipe["text_vocab_size"]}-entry BPE vocabulary + `[IMG]`, `[/IMG]` and one id per code,
 read as {"visual ids" if metrics.get("shipped") == "frozen_ids" else "codebook embeddings through an MLP projector"} (shipped branch: `{metrics.get("shipped", "ett")}`), and a tiny diffusion
 decoder pipeline in `decoder/`.
-Trained from scratch in {seconds / 60:.1f} min on 2 CPU cores by `python -m gvt.default_model.train_default`
+Trained from scratch in {seconds / 60:.1f} min on {threads} by `python -m gvt.default_model.train_default`
 (seed {recipe["seed"]}); rerunning it reproduces these numbers within noise.
 
 It knows only the synthetic scenes of `gvt.data` ({recipe["image_size"]} px, coloured shapes on pale backgrounds, 0-8
@@ -124,12 +126,15 @@ Chance: MCI 0.5 (balanced yes/no); OC: always answering "0" scores about 0.3 her
   linear code probe on the object class (validation: {tokenizer_stage.get("tokens_per_image", float("nan")):.2f} tokens per image
   for {tokenizer_stage.get("anchors_per_image", float("nan")):.2f} anchors; token count equals anchor count on
   {tokenizer_stage.get("token_count_equals_anchor_count", float("nan")):.0%} of images).
-- C: LLM pretraining on visual ids (captions + counting + presence questions), `transformers.Trainer`.
+- C: LLM pretraining on visual ids (captions + counting + presence questions), `transformers.Trainer`; each
+  training scene also gets {recipe.get("binding_questions", 0)} questions about pairs that share a colour or a shape with an object in
+  it (`gvt.data.binding_questions_for`), so that the LLM binds colour to shape.
 - D: three branches of equal budget: frozen ids (LLM continued), frozen codebook embeddings (projector warm-up,
   then LLM + projector), ETT (projector warm-up, then LLM + projector + tokenizer merger / quantizer / feature decoder
   with `L = L_caption + {recipe["ett_alpha"]} * L_tokenizer`{"" if recipe.get("ett_tune_selector", True) else ", token selector frozen"}, then frozen); the branch
   with the best validation OC + MCI accuracy is shipped.
-- E: decoder pipeline (tiny VAE fitted to the scenes, conditioning + UNet trained on the tokenizer's ids).
+- E: decoder pipeline (tiny VAE fitted to the scenes on sampled latents, conditioning + a two-level UNet trained on
+  the tokenizer's ids with {recipe.get("decoder_prediction_type", "epsilon")}).
 
 ## Limitations
 

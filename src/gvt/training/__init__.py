@@ -1,7 +1,7 @@
 """Training in gvt: the tokenizer objective (LaVIT stage 1), LLM training with `Trainer`, ETT, and the detokenizer."""
 
 from .collator import GVTDataCollator
-from .decoder_training import DecoderDenoiser, DecoderTrainingOutput, train_decoder
+from .decoder_training import DecoderDenoiser, DecoderTrainingOutput, fit_vae, train_decoder
 from .ett import ETTCallback, ett_parameter_groups, prepare_ett_model
 from .llm_training import load_rows, make_lora_model, training_arguments
 from .losses import (
@@ -58,6 +58,7 @@ __all__ = [
     "code_usage_counts",
     "code_perplexity",
     "train_decoder",
+    "fit_vae",
     "DecoderDenoiser",
     "DecoderTrainingOutput",
 ]

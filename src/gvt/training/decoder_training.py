@@ -20,6 +20,7 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel, compute_snr
 from diffusers.utils import logging
 from torch import nn
+from tqdm.auto import tqdm
 
 logger = logging.get_logger(__name__)
 
@@ -130,6 +131,7 @@ def train_decoder(
     max_grad_norm: float | None = 1.0,
     accelerator=None,
     seed: int = 0,
+    progress_bar: bool = False,
 ) -> DecoderTrainingOutput:
     """Train the conditioning model and/or UNet of `pipeline` in place; the VAE stays frozen.
 
@@ -151,6 +153,7 @@ def train_decoder(
         train_codebook: also train the codebook (off by default: it is the tokenizer's, shared with the quantizer
             and the language model's visual vocabulary).
         accelerator: an `accelerate.Accelerator`; without one, training runs on the pipeline's device.
+        progress_bar: show a progress bar (on the main process).
 
     Returns:
         [`DecoderTrainingOutput`] with the loss of every step.
@@ -197,7 +200,9 @@ def train_decoder(
     factor = pipeline.vae_scale_factor
     highres = conditioning.config.decoder_type == "highres"
     history = DecoderTrainingOutput()
-    for _step in range(num_steps):
+    show = progress_bar and (accelerator is None or accelerator.is_local_main_process)
+    progress = tqdm(range(num_steps), desc="decoder UNet", disable=not show)
+    for _step in progress:
         batch = next(batches)
         pixels = batch["pixel_values"].to(device=device, dtype=vae.dtype)
         if pixels.shape[-2] % factor or pixels.shape[-1] % factor:
@@ -252,6 +257,7 @@ def train_decoder(
             ema.step(parameters)
         history.losses.append(float(loss.detach()))
         history.timesteps.append(timesteps.tolist())
+        progress.set_postfix(loss=f"{history.losses[-1]:.4f}", refresh=False)
 
     if ema is not None:
         ema.copy_to(parameters)
@@ -260,4 +266,41 @@ def train_decoder(
     return history
 
 
-__all__ = ["train_decoder", "DecoderDenoiser", "DecoderTrainingOutput"]
+def fit_vae(
+    vae,
+    images: torch.Tensor,
+    num_steps: int,
+    batch_size: int | None = None,
+    learning_rate: float = 2e-3,
+    kl_weight: float = 1e-6,
+    seed: int = 0,
+    progress_bar: bool = False,
+) -> list[float]:
+    """Fit a small `AutoencoderKL` to images in [-1, 1] `[N, 3, H, W]` (a stand-in for a pretrained VAE, which the
+    release ships), then set its `scaling_factor` so that scaled latents have unit variance (SD's convention).
+
+    Decodes *sampled* latents, as the diffusion training that follows encodes them: fitting on the posterior mode
+    leaves the posterior's variance untrained, and the UNet then learns to denoise noise. Returns the step losses."""
+    generator = torch.Generator().manual_seed(seed)
+    vae.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate)
+    count = images.shape[0]
+    losses = []
+    for _ in tqdm(range(num_steps), desc="decoder VAE", disable=not progress_bar):
+        index = torch.randperm(count, generator=generator)[: batch_size or count]
+        pixels = images[index]
+        posterior = vae.encode(pixels).latent_dist
+        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        loss = F.mse_loss(vae.decode(latents).sample, pixels) + kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        std = float(vae.encode(images[:64]).latent_dist.mode().std())
+    vae.register_to_config(scaling_factor=1.0 / max(std, 1e-3))
+    return losses
+
+
+__all__ = ["train_decoder", "fit_vae", "DecoderDenoiser", "DecoderTrainingOutput"]

@@ -220,6 +220,17 @@ def _backward_and_step(loss, parameters, optimizer, accelerator, max_grad_norm: 
     optimizer.step()
 
 
+def _scheduler(optimizer, lr_scheduler_type: str, num_steps: int, warmup_steps: int):
+    """A `transformers` learning-rate schedule stepped once per optimizer step ("constant" keeps the rate)."""
+    from transformers import get_scheduler
+
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+    return get_scheduler(
+        lr_scheduler_type, optimizer, num_warmup_steps=warmup_steps, num_training_steps=num_steps
+    )
+
+
 def _check_positive(**values: float | int) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
@@ -347,6 +358,8 @@ def train_tokenizer(
     usage_window: int | None = None,
     weight_decay: float = 0.01,
     max_grad_norm: float | None = 1.0,
+    lr_scheduler_type: str = "constant",
+    warmup_steps: int = 0,
     seed: int = 0,
     log_every: int = 25,
     progress_bar: bool = True,
@@ -374,6 +387,8 @@ def train_tokenizer(
         dead_code_threshold: restart codes unused for this many steps at recent quantizer inputs; `None` disables.
         usage_window: steps over which `TrainingHistory.codebook_usage` counts used codes (default:
             `dead_code_threshold`, or 20).
+        lr_scheduler_type, warmup_steps: a `transformers` schedule name ("constant", "cosine", "linear", ...) and
+            its warm-up steps.
         callback: called as `callback(step, history)` after every optimizer step (1-based `step`), e.g. to evaluate.
         accelerator: an `accelerate.Accelerator`; without one, training runs on the model's device. With several
             processes, code usage is summed over them and the codebook is broadcast from process 0 after restarts.
@@ -452,6 +467,7 @@ def train_tokenizer(
             objective, optimizer = accelerator.prepare(objective, optimizer)
         device = accelerator.device
     distributed = accelerator is not None and accelerator.num_processes > 1
+    scheduler = _scheduler(optimizer, lr_scheduler_type, num_steps, warmup_steps)
 
     cpu_generator = torch.Generator().manual_seed(seed)
     sample_generator = torch.Generator(device=device).manual_seed(seed)
@@ -470,6 +486,7 @@ def train_tokenizer(
         batch_labels = targets.pop(0) if code_labels is not None else None
         losses, output = objective(pixels, sample_generator, keep_targets=batch_keep, code_labels=batch_labels)
         _backward_and_step(losses.loss, parameters, optimizer, accelerator, max_grad_norm)
+        scheduler.step()
         normalize_codebook_(model)
 
         counts = code_usage_counts(output.token_ids, output.attention_mask, codebook_size)
@@ -635,6 +652,8 @@ def pretrain_encoder_on_patch_labels(
     num_classes: int | None = None,
     weight_decay: float = 0.01,
     max_grad_norm: float | None = 1.0,
+    lr_scheduler_type: str = "constant",
+    warmup_steps: int = 0,
     seed: int = 0,
     log_every: int = 25,
     progress_bar: bool = True,
@@ -647,6 +666,7 @@ def pretrain_encoder_on_patch_labels(
         pixel_values: normalised images `[M, C, H, W]`.
         labels: per-patch class ids `[M, grid, grid]` or `[M, num_patches]` (e.g. `gvt.data.patch_labels`).
         num_classes: default `labels.max() + 1`.
+        lr_scheduler_type, warmup_steps: a `transformers` schedule name ("constant", "cosine", ...) and its warm-up.
 
     Returns:
         [`PatchPretrainingOutput`] with per-step losses and patch accuracies, and the trained head. The encoder is left
@@ -680,6 +700,7 @@ def pretrain_encoder_on_patch_labels(
     if accelerator is not None:
         classifier, optimizer = accelerator.prepare(classifier, optimizer)
         device = accelerator.device
+    scheduler = _scheduler(optimizer, lr_scheduler_type, num_steps, warmup_steps)
     batches = _batches(pixel_values, batch_size, torch.Generator().manual_seed(seed), labels)
     history = PatchPretrainingOutput()
     progress = _progress(num_steps, "patch pretraining", accelerator, progress_bar)
@@ -689,6 +710,7 @@ def pretrain_encoder_on_patch_labels(
         logits = classifier(pixels)
         loss = nn.functional.cross_entropy(logits.reshape(-1, num_classes).float(), targets.reshape(-1))
         _backward_and_step(loss, parameters, optimizer, accelerator, max_grad_norm)
+        scheduler.step()
         history.losses.append(float(loss.detach()))
         history.accuracies.append(float((logits.detach().argmax(dim=-1) == targets).float().mean()))
         if (step + 1) % log_every == 0 or step + 1 == num_steps:
