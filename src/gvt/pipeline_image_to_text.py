@@ -11,8 +11,18 @@ caption format). Routes that work (no patching of transformers):
 Imports only transformers, so it can be copied into a Hub repo.
 """
 
+import logging
+
 from transformers.image_utils import valid_images
+from transformers.pipelines import image_text_to_text
 from transformers.pipelines.image_text_to_text import ImageTextToTextPipeline
+
+
+class _PlainPromptIsNativeFilter(logging.Filter):
+    """Drops the pipeline's advice to use chat messages: `[IMG] <image> [/IMG] prompt` is LaVIT's own layout."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "not formatted as a chat" not in record.getMessage()
 
 
 class GVTImageToTextPipeline(ImageTextToTextPipeline):
@@ -21,7 +31,13 @@ class GVTImageToTextPipeline(ImageTextToTextPipeline):
     def __call__(self, images=None, text=None, **kwargs):
         if images is not None and text is None and valid_images(images):
             text = [""] * len(images) if isinstance(images, (list, tuple)) else ""
-        return super().__call__(images, text=text, **kwargs)
+        pipeline_logger = logging.getLogger(image_text_to_text.__name__)
+        quiet = _PlainPromptIsNativeFilter()
+        pipeline_logger.addFilter(quiet)
+        try:
+            return super().__call__(images, text=text, **kwargs)
+        finally:
+            pipeline_logger.removeFilter(quiet)
 
 
 __all__ = ["GVTImageToTextPipeline"]
