@@ -1,25 +1,26 @@
 """The reproducible training recipe of the embedded default: a tiny LaVIT trained end to end on the CPU.
 
-    python -m gvt.default_model.train_default --output-dir src/gvt/default_model/weights     # ~30 min on 2 cores
+    python -m gvt.default_model.train_default --output-dir src/gvt/default_model/weights     # ~33 min, one thread
     python -m gvt.default_model.train_default --fast --output-dir /tmp/smoke                # a smoke run (< 1 min)
 
 Stages (seeded; deterministic data order; every stage logs its numbers into `training_log.json`):
 
 A. Encoder patch-level pretraining (no pretrained encoder exists offline): per-patch classes of the synthetic scenes,
-   "covered by class c" or "anchor (box centre) of class c" (`gvt.default_model.targets`).
+   "covered by class c" or "anchor (box centre) of class c" (`gvt.default_model.targets`), cosine learning rate.
 B. Tokenizer (selector + merger + quantizer + feature decoder, frozen encoder): LaVIT's objective (cosine feature
    reconstruction, codebook / commitment, dead-code restarts) plus fine-grained supervision from the scene labels:
    keep targets on the anchor patches, positives up-weighted (`keep_target_positive_weight`) so that every object
    centre gets its token (the selector keeps about one token per object) and a linear code probe on the
    anchored classes (codes carry shape and colour); `gvt.training.train_tokenizer` options.
 C. LLM pretraining in `"ids"` mode with `transformers.Trainer` on captions + counting (OC) + presence (MCI) questions,
-   images pre-tokenized once.
+   plus `binding_questions` per scene about pairs sharing a colour or a shape with the scene
+   (`gvt.data.binding_questions_for`); images pre-tokenized once.
 D. Three branches of the same budget from C: frozen tokenizer with ids (continued), frozen tokenizer with codebook
    embeddings (`"codebook"` mode, MLP projector), and ETT (projector warm-up, then LLM + projector + tokenizer with
    `L = L_caption + alpha * L_tokenizer`, alpha 0.25; the token selector stays as trained in B unless
    `ett_tune_selector`). Each branch is scored on the validation split (OC + MCI accuracy); the best one ships.
-E. Decoder pipeline: a tiny VAE fitted to the scenes, then the conditioning model + UNet trained on the final
-   tokenizer's ids (`gvt.training.train_decoder`).
+E. Decoder pipeline: a tiny VAE fitted to the scenes (`gvt.training.fit_vae`), then the conditioning model + a
+   two-level UNet trained on the final tokenizer's ids with v-prediction (`gvt.training.train_decoder`).
 F. Evaluation on the test split (`gvt.metrics`), `metrics.json`, the model card; all written atomically.
 """
 
@@ -842,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 2; 1 with --fast)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the recipe's, 1)")
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override recipe fields, e.g. llm_steps=800"
     )
