@@ -362,8 +362,9 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         decision (straight-through, as in its own training) and `loss = caption_loss + alpha * reconstruction_loss`,
         the tokenizer objective of the same pass (`gvt.training.losses.tokenizer_loss`).
         """
-        if past_key_values is None:  # transformers >= 5.24 passes the KV cache as `cache`
-            past_key_values = kwargs.pop("cache", None)
+        cache = kwargs.pop("cache", None)  # transformers >= 5.24 passes the KV cache as `cache`
+        if past_key_values is None:
+            past_key_values = cache
         expanded = None
         ett = pixel_values is not None and self._ett_reconstruction_active()
         if pixel_values is not None:
