@@ -24,7 +24,7 @@ import torch
 from gvt.data import SyntheticSceneConfig, build_synthetic_dataset, object_class_id
 from gvt.data.scene_vocabulary import OBJECT_COLOURS, SHAPE_NAMES
 from gvt.default_model import load_default
-from gvt.default_model.evaluation import generate_answers
+from gvt.default_model.evaluation import generate_answers, presence_kind
 from gvt.default_model.targets import dataset_patch_targets
 
 
@@ -38,20 +38,6 @@ def tokenize(default, split):
 
 def kept_codes(tokens) -> list[list[int]]:
     return [ids[mask.bool()].tolist() for ids, mask in zip(tokens.token_ids, tokens.attention_mask)]
-
-
-def presence_kind(question: dict, objects: list[dict]) -> str:
-    if question["answer"] == "yes":
-        return "yes"
-    colours = {o["colour"] for o in objects}
-    shapes = {o["shape"] for o in objects}
-    shared = (question["colour"] in colours, question["shape"] in shapes)
-    return {
-        (True, True): "no, colour and shape present",
-        (True, False): "no, colour present",
-        (False, True): "no, shape present",
-        (False, False): "no, neither present",
-    }[shared]
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import torch
 
 from gvt.data import NUM_PATCH_CLASSES, TEXT_CLASS_ID, object_class_id
 from gvt.default_model import DEFAULT_MODEL_DIR, load_default
+from gvt.default_model.evaluation import presence_kind
 from gvt.default_model.targets import NUM_PRETRAIN_CLASSES, scene_patch_targets
 from gvt.default_model.train_default import RecipeConfig, main
 
@@ -33,6 +34,19 @@ def test_scene_patch_targets_anchor_each_object_at_its_centre_patch():
     assert pretrain[9] == NUM_PATCH_CLASSES + object_class_id("circle", "red")
     assert pretrain[0] == object_class_id("circle", "red")  # covered, not the anchor
     assert pretrain.max() < NUM_PRETRAIN_CLASSES and keep.sum() == 3
+
+
+def test_presence_kind_names_what_a_no_question_shares_with_the_scene():
+    objects = [{"colour": "red", "shape": "circle"}, {"colour": "blue", "shape": "square"}]
+
+    def kind(colour, shape, answer="no"):
+        return presence_kind({"colour": colour, "shape": shape, "answer": answer}, objects)
+
+    assert kind("red", "circle", "yes") == "yes"
+    assert kind("red", "star") == "no, colour present"
+    assert kind("green", "circle") == "no, shape present"
+    assert kind("red", "square") == "no, colour and shape present"
+    assert kind("green", "star") == "no, neither present"
 
 
 def test_fast_recipe_writes_a_complete_repo_that_loads_and_generates(tmp_path):
@@ -95,6 +109,14 @@ def test_recipe_refuses_to_overwrite_and_rejects_unknown_fields(tmp_path):
     with pytest.raises(SystemExit):
         main(["--fast", "--output-dir", str(tmp_path / "y"), "--set", "no_such_field=1"])
     assert RecipeConfig.fast().num_threads == 1
+
+
+@shipped
+def test_shipped_default_was_trained_with_the_committed_recipe_defaults():
+    import dataclasses
+
+    log = json.loads((DEFAULT_MODEL_DIR / "training_log.json").read_text())
+    assert log["recipe"] == dataclasses.asdict(RecipeConfig())
 
 
 @shipped

@@ -40,6 +40,20 @@ def gvtbench_items(split, num_scenes: int | None = None) -> GVTBenchItems:
     return items
 
 
+def presence_kind(question: dict, objects: list[dict]) -> str:
+    """Kind of an MCI question about a scene: "yes", or "no" whose pair shares the colour, the shape, both (with
+    different objects) or nothing with the scene. A model that ignores the shape word fails "no, colour present"."""
+    if question["answer"] == "yes":
+        return "yes"
+    shared = (question["colour"] in {o["colour"] for o in objects}, question["shape"] in {o["shape"] for o in objects})
+    return {
+        (True, True): "no, colour and shape present",
+        (True, False): "no, colour present",
+        (False, True): "no, shape present",
+        (False, False): "no, neither present",
+    }[shared]
+
+
 @torch.no_grad()
 def generate_answers(
     model,

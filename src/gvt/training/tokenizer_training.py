@@ -226,9 +226,7 @@ def _scheduler(optimizer, lr_scheduler_type: str, num_steps: int, warmup_steps: 
 
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
-    return get_scheduler(
-        lr_scheduler_type, optimizer, num_warmup_steps=warmup_steps, num_training_steps=num_steps
-    )
+    return get_scheduler(lr_scheduler_type, optimizer, num_warmup_steps=warmup_steps, num_training_steps=num_steps)
 
 
 def _check_positive(**values: float | int) -> None:
