@@ -1,6 +1,6 @@
 """The reproducible training recipe of the embedded default: a tiny LaVIT trained end to end on the CPU.
 
-    python -m gvt.default_model.train_default --output-dir src/gvt/default_model/weights     # ~33 min, one thread
+    python -m gvt.default_model.train_default --output-dir src/gvt/default_model/weights     # ~25-35 min, one thread
     python -m gvt.default_model.train_default --fast --output-dir /tmp/smoke                # a smoke run (< 1 min)
 
 Stages (seeded; deterministic data order; every stage logs its numbers into `training_log.json`):
@@ -14,7 +14,8 @@ B. Tokenizer (selector + merger + quantizer + feature decoder, frozen encoder): 
    anchored classes (codes carry shape and colour); `gvt.training.train_tokenizer` options.
 C. LLM pretraining in `"ids"` mode with `transformers.Trainer` on captions + counting (OC) + presence (MCI) questions,
    plus `binding_questions` per scene about pairs sharing a colour or a shape with the scene
-   (`gvt.data.binding_questions_for`); images pre-tokenized once.
+   (`gvt.data.binding_questions_for`); images pre-tokenized once. Learning rate 1e-3: at 2e-3 the LLM stays in a
+   shortcut that answers presence questions by colour alone.
 D. Three branches of the same budget from C: frozen tokenizer with ids (continued), frozen tokenizer with codebook
    embeddings (`"codebook"` mode, MLP projector), and ETT (projector warm-up, then LLM + projector + tokenizer with
    `L = L_caption + alpha * L_tokenizer`, alpha 0.25; the token selector stays as trained in B unless
