@@ -121,7 +121,8 @@ class RecipeConfig:
     llm_steps: int = 3000
     llm_batch_size: int = 48
     # 2e-3 (4000 or 5000 steps) stays in the colour-only shortcut (MCI 0.818: "Is there a red circle?" -> "yes" when
-    # anything red is there); 1e-3 for 3000 steps leaves it (MCI 0.90; benchmarks/default_model_llm_sweep.py)
+    # anything red is there); 1e-3 for 3000 steps leaves it with seed 0 (MCI 0.93) but not with seed 1 (0.81): a sharp,
+    # fragile transition (benchmarks/default_model_llm_sweep.py)
     llm_learning_rate: float = 1e-3
     binding_questions: int = 4  # extra training questions per scene that need colour bound to shape
     # D: comparison branches (each: projector warm-up steps + tuning steps, same for all three)
