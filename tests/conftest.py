@@ -12,13 +12,14 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference" / "tiny_a"
+REFERENCE_DIR = Path(__file__).resolve().parent / "fixtures" / "reference" / "tiny_a"
+"""The public reference fixture (outputs of the original LaVIT and GVT code, see its README), shipped with the tests."""
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if not (REFERENCE_DIR / "io.safetensors").is_file():
-        pytest.skip(f"reference fixture not found at {REFERENCE_DIR}")
+        raise FileNotFoundError(f"The reference fixture is missing from the checkout: {REFERENCE_DIR}")
     return REFERENCE_DIR
 
 
