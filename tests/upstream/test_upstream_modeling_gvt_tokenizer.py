@@ -95,7 +95,8 @@ class GVTVisionTokenizerModelTest(ModelTesterMixin, unittest.TestCase):
 
     def _config_tester_kwargs(self):
         config = self.model_tester.get_config()
-        return {key: getattr(config, key) for key in ("tokenizer_type", "image_size", "hidden_size", "projection_dim")}
+        keys = ("tokenizer_type", "image_size", "hidden_size", "projection_dim", "decoder_types")
+        return {key: getattr(config, key) for key in keys}
 
     def test_config(self):
         self.config_tester.run_common_tests()

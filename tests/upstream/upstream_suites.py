@@ -7,7 +7,7 @@ default `~/.cache/gvt/upstream`); `GVT_TRANSFORMERS_SDIST` may name an sdist alr
 copied into a temporary package named `tests` (the name its absolute imports use) and put first on `sys.path`.
 
 What those files import but the sdist lacks comes from a transformers checkout when `GVT_TRANSFORMERS_TESTS` names one
-(its `tests/generation/`, `tests/exporters/`, `tests/utils/`, `utils/`), and otherwise from the stand-ins in `shims/`;
+(its `tests/generation/` and `tests/exporters/`), and otherwise from the stand-ins in `shims/`;
 a stand-in for a test mixin contributes no tests, and `describe()` says which file came from where.
 
 diffusers: its sdist ships no test suite; `GVT_DIFFUSERS_TESTS` may name a diffusers checkout (with `tests/`), whose
@@ -47,8 +47,9 @@ MISSING_FROM_SDIST = {
     "tests/utils/test_configuration_utils.py": "utils_test_configuration_utils.py",
     "utils/fetch_hub_objects_for_ci.py": "fetch_hub_objects_for_ci.py",
 }
-# Folders taken whole from a transformers checkout when one is given (what the files above import in turn).
-CHECKOUT_FOLDERS = ("tests/generation", "tests/exporters", "tests/utils", "utils")
+# Folders taken whole from a transformers checkout when one is given: the generation and export testers. The other two
+# files above import `httpx` (not a dependency here) for Hub tests that cannot run offline, so their stand-ins stay.
+CHECKOUT_FOLDERS = ("tests/generation", "tests/exporters")
 
 
 class UpstreamUnavailable(RuntimeError):
