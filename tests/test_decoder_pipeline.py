@@ -152,6 +152,7 @@ def test_a_list_of_per_image_ids_equals_padded_ids_and_mask(highres, lowres):
     as_list = [ids[0], ids[1, : int(mask[1].sum())]]  # lengths 7 and 4
     for pipe in (highres, lowres):
         assert torch.equal(run(pipe, as_list), run(pipe, ids, mask))
+        assert torch.equal(run(pipe, ids[0]), run(pipe, ids[:1]))  # one image's 1-D ids: a batch of one
     empty = torch.tensor([], dtype=torch.long)
     padded, padded_mask = LaVITDecoderPipeline.pad_visual_token_ids([torch.tensor([3, 4]), empty])
     assert padded.tolist() == [[3, 4], [0, 0]] and padded_mask.tolist() == [[1, 1], [0, 0]]
@@ -308,7 +309,8 @@ def test_bad_inputs_raise_clear_errors(highres, lowres):
         (dict(visual_token_ids=ids - 1000), r"codebook indices in \[0, 512\)"),
         (dict(visual_token_ids=ids, attention_mask=mask[:, :5]), "does not match visual_token_ids shape"),
         (dict(visual_token_ids=ids.float()), "integer torch.Tensor"),
-        (dict(visual_token_ids=ids[0]), r"shape \[batch, length\]"),
+        (dict(visual_token_ids=ids[None]), r"shape \[batch, length\]"),
+        (dict(visual_token_ids=ids[0], attention_mask=mask), "`attention_mask` of one image's ids must be 1-D"),
         (dict(visual_token_ids=ids, height=33), "divisible by the VAE factor 2"),
         (dict(visual_token_ids=ids, width=31), "divisible by the VAE factor 2"),
         (dict(), "exactly one of"),

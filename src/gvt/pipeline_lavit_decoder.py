@@ -70,8 +70,8 @@ logger = logging.get_logger(__name__)
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list
 OutputType = Literal["pil", "np", "pt", "latent"]
 VisualTokenIds = torch.Tensor | Sequence[torch.Tensor]
-"""Codebook ids: one right-padded `[B, L]` tensor (with an `attention_mask`), or one 1-D tensor per image (any
-lengths; diffusers' list-per-sample batching)."""
+"""Codebook ids: one right-padded `[B, L]` tensor (with an `attention_mask`), one image's 1-D ids, or one 1-D tensor per
+image (any lengths; diffusers' list-per-sample batching)."""
 
 # LaVIT's image preprocessing (EVA-CLIP): the pipeline's default; saved in its config, so a tokenizer trained with
 # other statistics sets its own.
@@ -250,12 +250,7 @@ class LaVITDecoderPipeline(DiffusionPipeline):
                 + "."
             )
         if visual_token_ids is not None:
-            if not isinstance(visual_token_ids, torch.Tensor):
-                if attention_mask is not None:
-                    raise ValueError(
-                        "`attention_mask` goes with a padded `visual_token_ids` tensor, not with a list of per-image ids."
-                    )
-                visual_token_ids, attention_mask = self.pad_visual_token_ids(visual_token_ids)
+            visual_token_ids, attention_mask = self.batch_visual_token_ids(visual_token_ids, attention_mask)
             check_visual_token_ids(visual_token_ids, attention_mask, self.conditioning.config.codebook_size)
         elif attention_mask is not None:
             raise ValueError("`attention_mask` goes with `visual_token_ids`.")
@@ -288,6 +283,26 @@ class LaVITDecoderPipeline(DiffusionPipeline):
                 )
 
     # -- stages -------------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def batch_visual_token_ids(
+        cls, visual_token_ids: VisualTokenIds, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch form of `visual_token_ids`: one image's 1-D ids (as diffusers pipelines take one prompt) become a
+        batch of one, a list of 1-D ids is padded (with its mask); a `[B, L]` tensor passes unchanged."""
+        if isinstance(visual_token_ids, torch.Tensor):
+            if visual_token_ids.ndim == 1:
+                if attention_mask is not None and attention_mask.ndim != 1:
+                    raise ValueError(
+                        f"`attention_mask` of one image's ids must be 1-D, got shape {tuple(attention_mask.shape)}."
+                    )
+                return visual_token_ids[None], None if attention_mask is None else attention_mask[None]
+            return visual_token_ids, attention_mask
+        if attention_mask is not None:
+            raise ValueError(
+                "`attention_mask` goes with a padded `visual_token_ids` tensor, not with a list of per-image ids."
+            )
+        return cls.pad_visual_token_ids(visual_token_ids)
 
     @staticmethod
     def pad_visual_token_ids(visual_token_ids: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -461,8 +476,8 @@ class LaVITDecoderPipeline(DiffusionPipeline):
         Decode visual tokens into images.
 
         Args:
-            visual_token_ids (`torch.LongTensor` `[B, L]`, or a list of 1-D tensors): codebook indices, right-padded,
-                or one tensor per image of any length.
+            visual_token_ids (`torch.LongTensor` `[B, L]`, `[L]`, or a list of 1-D tensors): codebook indices,
+                right-padded; one image's ids; or one tensor per image of any length.
             attention_mask (`torch.LongTensor` `[B, L]`, *optional*): 1 on real tokens (all ones when omitted); only
                 with a padded tensor.
             images (PIL images, arrays or tensors in [0, 1]): tokenized with `vision_tokenizer` first (reconstruction).
@@ -505,8 +520,8 @@ class LaVITDecoderPipeline(DiffusionPipeline):
             guidance_scale=guidance_scale,
             num_images_per_prompt=num_images_per_prompt,
         )
-        if visual_token_ids is not None and not isinstance(visual_token_ids, torch.Tensor):
-            visual_token_ids, attention_mask = self.pad_visual_token_ids(visual_token_ids)
+        if visual_token_ids is not None:
+            visual_token_ids, attention_mask = self.batch_visual_token_ids(visual_token_ids, attention_mask)
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}.")
         self._guidance_scale = guidance_scale
