@@ -371,19 +371,23 @@ def _to_pixels(
                 convert_rgb=convert_rgb,
                 bit_depth=bit_depth,
             )
-    if isinstance(source, Mapping):  # a `datasets` Image feature with decode=False
-        if source.get("bytes"):
-            source = source["bytes"]
-        elif source.get("path"):
-            source = source["path"]
-        else:
-            raise ValueError(f"{name} is a dict without 'bytes' or 'path' (a `datasets` image has one of them).")
+    if isinstance(source, Mapping):
+        source = datasets_image_source(source, name)
     if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(source, "read"):
         return _pil_to_array(_decode(source, name), name, convert_rgb, bit_depth)
     raise TypeError(
         f"{name} has unsupported type {type(source).__name__}; expected a PIL image, a numpy array, a torch tensor, "
         "a file path or URL, encoded image bytes or a `datasets` image dict."
     )
+
+
+def datasets_image_source(image: Mapping[str, Any], name: str = "image") -> bytes | str:
+    """The encoded bytes (or else the path) of a `datasets` `Image` feature read with `decode=False`."""
+    if image.get("bytes"):
+        return image["bytes"]
+    if image.get("path"):
+        return image["path"]
+    raise ValueError(f"{name} is a dict without 'bytes' or 'path' (a `datasets` image has one of them).")
 
 
 def _check_min_size(array: np.ndarray, name: str, min_size: int) -> None:
@@ -537,7 +541,7 @@ class GVTImageProcessor(PilBackend):
             return [self.fetch_images(item) for item in image_url_or_urls]
         source = image_url_or_urls
         if isinstance(source, Mapping):
-            source = source.get("bytes") or source.get("path") or source
+            source = datasets_image_source(source, "image")
         if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
             return _decode(source, "image")
         return image_url_or_urls
@@ -694,4 +698,4 @@ class GVTImageProcessor(PilBackend):
         return image[top : top + crop_size.height, left : left + crop_size.width]
 
 
-__all__ = ["GVTImageProcessor", "GVTImageProcessorKwargs", "load_image"]
+__all__ = ["GVTImageProcessor", "GVTImageProcessorKwargs", "datasets_image_source", "load_image"]
