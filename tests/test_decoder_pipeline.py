@@ -182,6 +182,9 @@ def test_half_precision_from_pretrained(tokenizer, tmp_path, dtype):
     assert images.shape == (2, 32, 32, 3) and np.isfinite(images).all()
     listed = pipe([ids[0], ids[1, :4]], num_inference_steps=1, output_type="pt").images
     assert listed.shape == (2, 3, 32, 32)
+    assert pipe.vision_tokenizer.dtype == dtype
+    reconstructed = pipe(images=torch.rand(2, 3, 32, 32), num_inference_steps=1, output_type="np").images
+    assert reconstructed.shape == (2, 32, 32, 3) and np.isfinite(reconstructed).all()
 
 
 def test_scheduler_swap(highres):

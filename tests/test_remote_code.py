@@ -3,10 +3,12 @@
 tokenizer component); and the package still loads the same folders with its own classes."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from transformers.dynamic_module_utils import get_relative_import_files, get_relative_imports
 from without_gvt import run_without_gvt
 
 import gvt
@@ -149,3 +151,11 @@ def test_native_load_of_older_decoder_folders():
     assert index["conditioning"][0] == "gvt.modeling_lavit_conditioning"
     pipe = LaVITDecoderPipeline.from_pretrained(DEFAULT_MODEL_DIR / "decoder")
     assert isinstance(pipe.conditioning, gvt.LaVITConditioningModel)
+
+
+def test_the_decoder_pipeline_module_imports_all_its_code_directly():
+    """For a local folder diffusers copies only the files a custom pipeline imports directly, one level deep: the
+    pipeline module must import from every module its code needs (else `trust_remote_code` loading fails)."""
+    module_file = Path(gvt.pipeline_lavit_decoder.__file__)
+    needed = {Path(path).stem for path in get_relative_import_files(module_file)}
+    assert needed <= set(get_relative_imports(module_file))
