@@ -1,7 +1,11 @@
 """Tests for `gvt.image_processing_gvt`: shapes, numerics, serialisation, input robustness and clear errors."""
 
+import base64
+import functools
+import http.server
 import io
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -341,6 +345,33 @@ def test_missing_file_and_url(tmp_path):
         GVTImageProcessor()(tmp_path / "missing.png")
     with pytest.raises(ValueError, match="is a URL and HF_HUB_OFFLINE is set"):
         GVTImageProcessor()("https://example.com/cat.png")
+
+
+def test_urls_and_data_uris_are_read_when_online(tmp_path, monkeypatch):
+    """An http URL (served from this machine) and a base64 data URI decode like the file they hold."""
+    image = Image.fromarray(random_rgb(20, 30))
+    (tmp_path / "scene.png").write_bytes(encode(image))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        expected = rgb_values(image)
+        np.testing.assert_array_equal(rgb_values(f"{url}/scene.png"), expected)
+        with pytest.raises(ValueError, match=r"Could not fetch image 0 from .*missing.png.*404"):
+            GVTImageProcessor()(f"{url}/missing.png")
+    finally:
+        server.shutdown()
+        server.server_close()
+    data_uri = "data:image/png;base64," + base64.b64encode(encode(image)).decode()
+    np.testing.assert_array_equal(rgb_values(data_uri), expected)
+    assert load_image(data_uri).size == (30, 20)
 
 
 @pytest.mark.parametrize(
