@@ -4,6 +4,7 @@ import functools
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainerState
 
 from gvt.data import build_synthetic_dataset, to_caption_rows
@@ -11,6 +12,7 @@ from gvt.tiny_random import build_tiny_random
 from gvt.training.collator import GVTDataCollator
 from gvt.training.ett import ETTCallback, ett_parameter_groups, prepare_ett_model
 from gvt.training.llm_training import training_arguments
+from gvt.training.losses import straight_through_codes, tokenizer_loss
 
 torch.set_num_threads(1)
 
@@ -101,11 +103,64 @@ def test_joint_loss_is_caption_plus_alpha_reconstruction_in_one_forward():
     assert model(**batch).reconstruction_loss is None
 
 
+def test_alpha_is_counted_once_against_an_independent_recomputation():
+    """`loss == caption_loss + alpha * reconstruction_loss`, each term recomputed outside the model from the same
+    tokenizer pass: the plain next-token loss, and the tokenizer objective of `gvt.training.losses`."""
+    model, processor = ett_model()
+    batch = GVTDataCollator(processor)([caption_rows()[0], caption_rows()[1]])
+    model.train()
+    torch.manual_seed(0)
+    out = model(**batch)
+    torch.manual_seed(0)  # the same straight-through keep samples
+    vision = model.get_image_features(batch["pixel_values"], selection="sample").vision_outputs
+    decoder = model.vision_tokenizer.decoders["highres"]
+    codes = straight_through_codes(vision.quantizer_inputs, vision.quantized)
+    decoded = decoder(codes, vision.attention_mask).decoded_features
+    target = vision.encoder_hidden_states[:, 1:].detach()
+    reconstruction = tokenizer_loss(vision, decoded, target, model.config.ett_target_keep_ratio).loss
+    labels = out.expanded_labels
+    caption = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    torch.testing.assert_close(out.reconstruction_loss, reconstruction, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.caption_loss, caption, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.loss, caption + 0.25 * reconstruction, rtol=0, atol=1e-5)
+
+
+def test_a_batch_without_supervised_labels_gives_a_finite_loss_and_finite_weights(tmp_path):
+    model, processor = ett_model()
+    batch = GVTDataCollator(processor)([caption_rows()[0], caption_rows()[1]])
+    batch["labels"] = torch.full_like(batch["labels"], -100)
+    model.train()
+    for num_items in (None, torch.tensor(0)):
+        out = model(**batch, **({} if num_items is None else {"num_items_in_batch": num_items}))
+        assert out.caption_loss.item() == 0.0
+        torch.testing.assert_close(out.loss, 0.25 * out.reconstruction_loss)
+        assert bool(torch.isfinite(out.loss))
+    # Under Trainer (num_items_in_batch = 0 for the whole step), with the tokenizer training: the weights stay finite.
+    collator = GVTDataCollator(processor)
+
+    def unsupervised(rows):
+        features = collator(rows)
+        features["labels"] = torch.full_like(features["labels"], -100)
+        return features
+
+    args = training_arguments(tmp_path, max_steps=2, per_device_train_batch_size=2, disable_tqdm=True)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=caption_rows(),
+        data_collator=unsupervised,
+        callbacks=[ETTCallback(unfreeze_step=0)],
+    )
+    trainer.train()
+    assert all(bool(torch.isfinite(param).all()) for param in model.parameters())
+    assert all(entry.get("loss", 0.0) == entry.get("loss", 0.0) for entry in trainer.state.log_history)  # no NaN
+
+
 def test_reconstruction_needs_a_fitting_decoder():
     model, processor = build_tiny_random("codebook", seed=0)  # tiny preset: decoder width 96 != encoder width 64
     batch = GVTDataCollator(processor)([caption_rows()[0]])
     model.train()
-    with pytest.raises(ValueError, match="decoder_output_dim"):
+    with pytest.raises(ValueError, match=r"decoder_output_dim.*`gvt train ett --alpha 0`"):
         model(**batch)
 
 
