@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from gvt.modeling_lavit import CACHE_ARGUMENT
 from gvt.tiny_random import build_tiny_random
 
 torch.set_num_threads(1)
@@ -154,6 +155,28 @@ def test_a_causal_lm_checkpoint_loads_into_the_language_model(tmp_path):
     model = type(source).from_pretrained(tmp_path, config=source.config)
     for name, tensor in source.language_model.state_dict().items():
         assert torch.equal(model.language_model.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_new_image_after_a_filled_cache_enters_at_its_placeholder(mode):
+    """A second turn with its own image, on top of the first turn's cache, equals one forward over both turns."""
+    model, processor, first = prompt(mode)
+    second = processor(images=flat_image(), text="and this one ?", return_tensors="pt")
+    with torch.no_grad():
+        turn = model(**first, use_cache=True)
+        past_ids = turn.expanded_input_ids
+        mask = torch.ones(1, past_ids.shape[1] + second["input_ids"].shape[1], dtype=torch.long)
+        cache = getattr(turn, CACHE_ARGUMENT)
+        step = model(**{**second, "attention_mask": mask}, **{CACHE_ARGUMENT: cache})
+        # the first turn's image is in its expanded ids ("ids", "codebook") or needs its pixels again ("features")
+        pixels = [first["pixel_values"]] if mode == "features" else []
+        both = model(
+            input_ids=torch.cat((past_ids, second["input_ids"]), dim=1),
+            pixel_values=torch.cat((*pixels, second["pixel_values"])),
+        )
+    length = step.expanded_input_ids.shape[1]
+    assert step.logits.shape[1] == length
+    torch.testing.assert_close(step.logits, both.logits[:, -length:], atol=1e-5, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------------------------------

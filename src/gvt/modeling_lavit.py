@@ -159,6 +159,16 @@ class LaVITMultimodalInputs:
     images_merged: bool = False
 
 
+def image_token_counts(image_outputs: LaVITImageOutputs) -> torch.LongTensor:
+    """The number of visual tokens of each image `[N]` (its `pooler_output` entry's length: the one field that
+    `generate` repeats per beam)."""
+    mask = image_outputs.image_attention_mask
+    pooled = image_outputs.pooler_output
+    if mask is not None and mask.shape[0] == len(pooled):
+        return mask.sum(dim=1)
+    return torch.tensor([tokens.shape[0] for tokens in pooled], dtype=torch.long)
+
+
 class AllowedTokensLogitsProcessor(LogitsProcessor):
     """Set every score outside the allowed ids to -inf. `suppress=True` inverts the choice: the given ids are banned.
 
@@ -348,7 +358,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         splice), and in the modes whose ids carry the image, expanded placeholders become the visual ids."""
         image_token_id = self.config.image_token_id
         placeholders = input_ids == image_token_id
-        counts = torch.tensor([len(tokens) for tokens in image_outputs.pooler_output], device=input_ids.device)
+        counts = image_token_counts(image_outputs).to(input_ids.device)
         collapsed = image_placeholder_layout(placeholders, counts)
         codes, code_mask = image_outputs.image_token_ids, image_outputs.image_attention_mask
         carry = self.image_inputs.ids_carry_images
@@ -455,9 +465,15 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             self.check_input_ids(input_ids)
             has_placeholders = bool((input_ids == config.image_token_id).any())
             if image_outputs is not None and (has_placeholders or not has_cache):
+                past_mask = None
+                if attention_mask is not None and attention_mask.ndim == 2:  # with a cache: past + new positions
+                    split = attention_mask.shape[1] - input_ids.shape[1]
+                    past_mask, attention_mask = attention_mask[:, :split], attention_mask[:, split:]
                 input_ids, attention_mask, position_ids, labels = self._expand_image_ids(
                     input_ids, attention_mask, position_ids, labels, image_outputs
                 )
+                if past_mask is not None:
+                    attention_mask = torch.cat((past_mask, attention_mask.to(past_mask.dtype)), dim=1)
                 merged = True
             elif has_placeholders:
                 raise ValueError(
@@ -473,7 +489,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
                 if has_cache and not bool(placeholders.any()):
                     placeholders = None
                 else:
-                    counts = torch.tensor([len(t) for t in image_outputs.pooler_output], device=placeholders.device)
+                    counts = image_token_counts(image_outputs).to(placeholders.device)
                     collapsed = image_placeholder_layout(placeholders, counts)
                     if bool((collapsed & (counts != 1)).any()):
                         raise ValueError(
