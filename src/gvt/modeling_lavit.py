@@ -37,6 +37,7 @@ from transformers.generation import GenerationMixin, LogitsProcessor, LogitsProc
 from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import ModelOutput, can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_gvt import GVTConfig
 from .image_inputs import image_inputs_for
@@ -188,6 +189,13 @@ class AllowedTokensLogitsProcessor(LogitsProcessor):
         if mask.shape[0] < scores.shape[-1]:  # an LM head padded past the vocabulary: ban the padding rows too
             mask = torch.cat((mask, mask.new_ones(scores.shape[-1] - mask.shape[0])))
         return scores.masked_fill(mask[: scores.shape[-1]], -float("inf"))
+
+
+def accepts_old_cache_name(forward):
+    """From transformers 5.24 the KV cache is `cache` and `past_key_values` a deprecated alias (as in its models)."""
+    if CACHE_ARGUMENT == "cache":
+        return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
+    return forward
 
 
 class LaVITPreTrainedModel(PreTrainedModel):
@@ -518,13 +526,14 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
     # -- forward -------------------------------------------------------------------------------------------------------
 
     @can_return_tuple
+    @accepts_old_cache_name
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -553,15 +562,14 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         decision (straight-through, as in its own training) and `loss = caption_loss + alpha * reconstruction_loss`,
         the tokenizer objective of the same pass (`gvt.tokenizer_objective.tokenizer_loss`).
         """
-        cache = kwargs.pop("cache", None)  # transformers >= 5.24 passes the KV cache as `cache`
-        if past_key_values is None:
-            past_key_values = cache
+        if cache is None:  # transformers < 5.24 passes the KV cache as `past_key_values`
+            cache = kwargs.pop("past_key_values", None)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
         if pixel_values is not None and mm_encoder_outputs:
             raise ValueError("Pass either pixel_values or mm_encoder_outputs, not both.")
         sequence = input_ids if input_ids is not None else inputs_embeds
-        has_cache = past_key_values is not None and past_key_values.get_seq_length() > 0
+        has_cache = cache is not None and cache.get_seq_length() > 0
         self.check_attention_mask(attention_mask, tuple(sequence.shape[:2]), has_cache)
 
         ett = pixel_values is not None and self._ett_reconstruction_active()
@@ -602,7 +610,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
             return_dict=True,
-            **{CACHE_ARGUMENT: past_key_values},
+            **{CACHE_ARGUMENT: cache},
             **kwargs,
         )
         loss, caption_loss, reconstruction_loss = outputs.loss, None, None
@@ -743,11 +751,15 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
                 # Only `pooler_output` travels (generate repeats it per beam); forward scatters it at prefill.
                 lean = LaVITImageOutputs(pooler_output=image_outputs.pooler_output)
                 encoded = {"image": lean}
-        elif encoded is None and input_ids is not None and bool((input_ids == self.config.image_token_id).any()):
-            raise ValueError(
-                "input_ids hold image placeholders but no pixel_values were given; pass the images the processor "
-                "returned, or pre-tokenize them with `processor(..., vision_tokenizer=model.vision_tokenizer)`."
-            )
+        elif encoded is None and inputs_embeds is None and input_ids is not None:
+            # Placeholders need their images, except where a passed cache already holds them.
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            cached = cache.get_seq_length() if isinstance(cache, Cache) else 0
+            if bool((input_ids[:, cached:] == self.config.image_token_id).any()):
+                raise ValueError(
+                    "input_ids hold image placeholders but no pixel_values were given; pass the images the processor "
+                    "returned, or pre-tokenize them with `processor(..., vision_tokenizer=model.vision_tokenizer)`."
+                )
         prepared = {}
         for name, value in (
             ("input_ids", input_ids),
