@@ -26,6 +26,8 @@ class LaVITImageInputs:
     mode: ClassVar[str]
     ids_carry_images: ClassVar[bool]
     """Whether the expanded positions hold the visual ids themselves (then an expanded sequence needs no pixels)."""
+    supports_ett: ClassVar[bool] = False
+    """Whether ETT's joint objective applies: the language model reads the tokenizer's codebook embeddings."""
 
     def slot_ids(self, model, token_ids: torch.Tensor | None, image_attention_mask: torch.Tensor) -> torch.Tensor:
         """Ids of the expanded positions of each image `[N, L]` (right-padded like `image_attention_mask`)."""
@@ -74,6 +76,7 @@ class CodebookImageInputs(LaVITImageInputs):
 
     mode = "codebook"
     ids_carry_images = True
+    supports_ett = True
 
     def slot_ids(self, model, token_ids, image_attention_mask):
         return model.vocabulary.codes_to_ids(token_ids * image_attention_mask)

@@ -651,7 +651,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         """True while ETT's reconstruction term applies: `"codebook"` mode, alpha > 0, training with gradients, and
         some parameter of the token selector / merger / quantizer trainable."""
         config = self.config
-        if config.image_input_mode != "codebook" or config.ett_reconstruction_weight <= 0:
+        if not self.image_inputs.supports_ett or config.ett_reconstruction_weight <= 0:
             return False
         if not (self.training and torch.is_grad_enabled()):
             return False
