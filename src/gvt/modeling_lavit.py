@@ -474,7 +474,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             has_placeholders = bool((input_ids == config.image_token_id).any())
             if image_outputs is not None and (has_placeholders or not has_cache):
                 past_mask = None
-                if attention_mask is not None and attention_mask.ndim == 2:  # with a cache: past + new positions
+                if has_cache and attention_mask is not None and attention_mask.ndim == 2:  # past + new positions
                     split = attention_mask.shape[1] - input_ids.shape[1]
                     past_mask, attention_mask = attention_mask[:, :split], attention_mask[:, split:]
                 input_ids, attention_mask, position_ids, labels = self._expand_image_ids(
