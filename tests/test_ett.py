@@ -1,6 +1,11 @@
 """ETT: the joint loss in one forward, the stage schedule of ETTCallback under Trainer, exact checkpoint resume."""
 
 import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -154,6 +159,51 @@ def test_a_batch_without_supervised_labels_gives_a_finite_loss_and_finite_weight
     trainer.train()
     assert all(bool(torch.isfinite(param).all()) for param in model.parameters())
     assert all(entry.get("loss", 0.0) == entry.get("loss", 0.0) for entry in trainer.state.log_history)  # no NaN
+
+
+REMOTE_ETT_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.path = [p for p in sys.path if "gvt" not in p and not p.rstrip("/").endswith("/src")]
+    sys.modules["gvt"] = None  # the package must not be importable
+    import numpy as np, torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    torch.set_num_threads(1)
+    repo = sys.argv[1]
+    model = AutoModelForImageTextToText.from_pretrained(repo, trust_remote_code=True).train()
+    processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    inputs = processor(images=image, text="a red circle", return_tensors="pt")
+    out = model(**inputs, labels=inputs["input_ids"])
+    out.loss.backward()
+    grad = model.vision_tokenizer.decoders["highres"].in_proj.weight.grad
+    print(json.dumps({
+        "module": type(model).__module__, "loss": out.loss.item(), "caption": out.caption_loss.item(),
+        "reconstruction": out.reconstruction_loss.item(), "decoder_grad": grad.abs().sum().item(),
+    }))
+    """
+)
+
+
+def test_a_remote_code_repo_runs_ett_without_gvt(tmp_path):
+    """The ETT objective travels with the model code: a `trust_remote_code=True` repo trains jointly without gvt."""
+    model, processor = ett_model()
+    model.save_pretrained(tmp_path / "repo")
+    processor.save_pretrained(tmp_path / "repo")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", REMOTE_ETT_SCRIPT, str(tmp_path / "repo")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    assert remote["module"].startswith("transformers_modules.")
+    assert remote["loss"] == pytest.approx(remote["caption"] + 0.25 * remote["reconstruction"], abs=1e-5)
+    assert remote["reconstruction"] > 0 and remote["decoder_grad"] > 0
 
 
 def test_reconstruction_needs_a_fitting_decoder():
