@@ -143,9 +143,9 @@ def fixture_models(reference_dir, tmp_path_factory):
     return reference, {dtype: GVTVisionTokenizer.from_pretrained(folder, dtype=dtype).eval() for dtype in HALF_DTYPES}
 
 
-# Measured on the fixture (53 float32 tokens; AVX2 and AMX CPUs): keep decisions 100% in both dtypes; ids of patches
-# kept by both 92-96% in bfloat16, 100% in float16; encoder output relative error ~1e-2 (bf16), ~1.3e-3 (fp16).
-# The bounds leave margin for other CPUs' rounding.
+# Measured on the fixture (53 float32 tokens, an AVX2 CPU): keep decisions 100% in both dtypes; ids of patches kept by
+# both 94.3% in bfloat16 (92-96% across small changes of the merger's arithmetic), 100% in float16; encoder output
+# relative error ~1e-2 (bf16), ~1.3e-3 (fp16). The bounds leave margin for other CPUs' kernels and rounding.
 AGREEMENT_BOUNDS = {
     torch.bfloat16: {"keep": 0.97, "ids": 0.85, "encoder": 0.05},
     torch.float16: {"keep": 0.99, "ids": 0.95, "encoder": 0.01},

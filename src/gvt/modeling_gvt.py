@@ -529,9 +529,10 @@ class GVTPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["GVTEncoderLayer", "GVTSelfCrossLayer", "GVTPerceiverLayer"]
-    # Every softmax attention goes through `ALL_ATTENTION_FUNCTIONS` (eager, SDPA and flex_attention are exact); the
-    # merger's policy softmax is not a softmax and stays an eager function. Flash attention would drop the decoders'
-    # additive padding mask, and an external serving backend cannot run the policy softmax.
+    # Every softmax attention goes through `ALL_ATTENTION_FUNCTIONS` (eager, SDPA and flex_attention agree to float
+    # rounding, see `key_padding_attention_mask`); the merger's policy softmax is not a softmax and stays an eager
+    # function. Flash attention would drop the decoders' additive padding mask, and an external serving backend
+    # cannot run the policy softmax.
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_flash_attn = False
@@ -574,7 +575,7 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
     Half precision: load with `from_pretrained(..., dtype=torch.bfloat16)` (or `torch.float16`). The encoder, merger,
     projection, decoders and resampler then run in that dtype; what decides a token stays in float32: the token
     selector and the quantizer (codebook and its projection) keep float32 weights (`_keep_in_fp32_modules_strict`),
-    the merger's policy softmax and every attention softmax are computed in float32, and the codebook distances too.
+    and the merger's policy softmax and the codebook distances are computed in float32 (as is the eager softmax).
     Outputs come back in the model's dtype, except `selector_log_probs` (float32). Token ids in bfloat16 are not
     exactly those of float32 (`benchmarks/bf16_agreement.py` measures how close).
 
