@@ -101,6 +101,7 @@ _CAPTION = """```python
 # Captioning: `[IMG] <image> [/IMG]` and no prompt; caption defaults come from generation_config.json
 inputs = processor(images=image, text="", return_tensors="pt")
 with torch.no_grad():
+    inputs = model.expand_image_tokens(**inputs)  # the image at its own number of positions, as generate returns it
     output = model.generate(**inputs)
 caption = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
 print(caption)
@@ -111,6 +112,7 @@ _VQA = """```python
 question = "What is in the picture?"
 inputs = processor(images=image, text="{vqa_prompt}".format(question), return_tensors="pt")
 with torch.no_grad():
+    inputs = model.expand_image_tokens(**inputs)
     output = model.generate(**inputs, {vqa_kwargs})
 answer = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
 print(answer)
