@@ -108,6 +108,28 @@ def test_joint_loss_is_caption_plus_alpha_reconstruction_in_one_forward():
     assert model(**batch).reconstruction_loss is None
 
 
+def test_the_caption_loss_alone_tunes_the_tokenizer_end_to_end():
+    """ETT's point: with alpha = 0 the caption loss still reaches the codebook rows and, straight through the
+    quantizer, the merger and the encoder; the codebook embeddings the LLM reads keep their values."""
+    model, processor = ett_model()
+    model.config.ett_reconstruction_weight = 0.0
+    batch = GVTDataCollator(processor)([caption_rows()[0], caption_rows()[1]])
+    model.train()
+    out = model(**batch)
+    assert out.reconstruction_loss is None
+    out.loss.backward()
+    tokenizer = model.vision_tokenizer
+    assert tokenizer.quantizer.codebook.weight.grad.abs().sum() > 0
+    assert tokenizer.token_merger.norm.weight.grad.abs().sum() > 0
+    assert tokenizer.encoder.patch_embedding.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        vision = model.get_image_features(batch["pixel_values"]).vision_outputs
+        torch.testing.assert_close(
+            model.image_inputs.embed_images(model, vision), model.codebook_projector(vision.quantized)
+        )
+
+
 def test_alpha_is_counted_once_against_an_independent_recomputation():
     """`loss == caption_loss + alpha * reconstruction_loss`, each term recomputed outside the model from the same
     tokenizer pass: the plain next-token loss, and the tokenizer objective of `gvt.training.losses`."""

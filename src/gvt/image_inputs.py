@@ -82,7 +82,12 @@ class CodebookImageInputs(LaVITImageInputs):
         return model.vocabulary.codes_to_ids(token_ids * image_attention_mask)
 
     def embed_images(self, model, vision_outputs):
-        return model.codebook_projector(vision_outputs.quantized)
+        quantized, inputs = vision_outputs.quantized, vision_outputs.quantizer_inputs
+        if torch.is_grad_enabled() and inputs is not None and inputs.requires_grad:
+            # ETT tunes the tokenizer on the caption loss: the value stays the codebook row, the gradient reaches both
+            # the row and (straight through the quantizer) the merger, selector and encoder that produced its input.
+            quantized = quantized + (inputs - inputs.detach())
+        return model.codebook_projector(quantized)
 
     def embed_ids(self, model, input_ids):
         vocabulary = model.vocabulary

@@ -361,9 +361,11 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         position_ids: torch.LongTensor | None,
         labels: torch.LongTensor | None,
         image_outputs: LaVITImageOutputs,
-    ) -> tuple[torch.LongTensor, torch.Tensor | None, torch.LongTensor | None, torch.LongTensor | None]:
+    ) -> tuple[torch.LongTensor, torch.Tensor | None, torch.LongTensor | None, torch.LongTensor | None, torch.Tensor]:
         """Put each image at its own number of positions: collapsed placeholders are spliced (one vectorised
-        splice), and in the modes whose ids carry the image, expanded placeholders become the visual ids."""
+        splice), and in the modes whose ids carry the image, the image positions become the visual ids.
+
+        Also returns the boolean mask of the image positions `[B, L']` (row-major order is image order)."""
         image_token_id = self.config.image_token_id
         placeholders = input_ids == image_token_id
         counts = image_token_counts(image_outputs).to(input_ids.device)
@@ -375,18 +377,18 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         if code_mask is None or code_mask.shape[0] != counts.shape[0]:  # pre-encoded outputs keep only pooler_output
             longest = int(counts.max()) if counts.numel() else 0
             code_mask = (torch.arange(longest, device=counts.device) < counts[:, None]).long()
-        slot_ids = self.image_inputs.slot_ids(self, codes, code_mask)
         if bool(collapsed.any()):
             if attention_mask is not None and attention_mask.ndim != 2:
                 raise ValueError("A 4-D attention_mask cannot be expanded with the images: pass a 2-D mask.")
-            # Image k owns the k-th placeholder run: 1 placeholder when collapsed, counts[k] when expanded.
+            # Image k owns the k-th placeholder run: 1 placeholder when collapsed, counts[k] when expanded. Collapsed
+            # ones are spliced into one placeholder per token, so that every image position holds the placeholder.
             collapsed_positions = placeholders.clone()
             collapsed_positions[placeholders] = collapsed.repeat_interleave(torch.where(collapsed, 1, counts))
             spliced = splice_image_tokens(
                 input_ids,
                 attention_mask,
                 collapsed_positions,
-                slot_ids[collapsed],
+                torch.full_like(code_mask[collapsed], image_token_id, dtype=input_ids.dtype),
                 code_mask[collapsed],
                 pad_token_id=self._pad_token_id(),
                 labels=labels,
@@ -394,13 +396,13 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             )
             input_ids, labels, position_ids = spliced.input_ids, spliced.labels, spliced.position_ids
             attention_mask = spliced.attention_mask
-        if carry and not bool(collapsed.all()):
-            remaining = input_ids == image_token_id
-            values = slot_ids[~collapsed][code_mask[~collapsed].bool()]
-            input_ids = input_ids.masked_scatter(remaining, values)
+        image_positions = input_ids == image_token_id
+        if carry:
+            values = self.image_inputs.slot_ids(self, codes, code_mask)[code_mask.bool()]
+            input_ids = input_ids.masked_scatter(image_positions, values.to(input_ids.dtype))
             if labels is not None:
-                labels = torch.where(remaining & (labels == image_token_id), input_ids, labels)
-        return input_ids, attention_mask, position_ids, labels
+                labels = torch.where(image_positions & (labels == image_token_id), input_ids, labels)
+        return input_ids, attention_mask, position_ids, labels, image_positions
 
     def expand_image_tokens(
         self,
@@ -436,7 +438,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             return LaVITExpandedInputs(input_ids, attention_mask, position_ids, labels)
         with torch.no_grad():
             image_outputs = self.get_image_features(pixel_values, return_dict=True, **tokenizer_kwargs)
-        input_ids, attention_mask, position_ids, labels = self._expand_image_ids(
+        input_ids, attention_mask, position_ids, labels, _ = self._expand_image_ids(
             input_ids, attention_mask, position_ids, labels, image_outputs
         )
         if attention_mask is None:
@@ -477,7 +479,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
                 if has_cache and attention_mask is not None and attention_mask.ndim == 2:  # past + new positions
                     split = attention_mask.shape[1] - input_ids.shape[1]
                     past_mask, attention_mask = attention_mask[:, :split], attention_mask[:, split:]
-                input_ids, attention_mask, position_ids, labels = self._expand_image_ids(
+                input_ids, attention_mask, position_ids, labels, image_positions = self._expand_image_ids(
                     input_ids, attention_mask, position_ids, labels, image_outputs
                 )
                 if past_mask is not None:
@@ -489,7 +491,9 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
                     "returned, or pre-tokenize them with `processor(..., vision_tokenizer=model.vision_tokenizer)`."
                 )
             inputs_embeds = self.image_inputs.embed_ids(self, input_ids)
-            placeholders = input_ids == config.image_token_id if merged else None
+            # The images' own inputs go to their positions (in "ids"/"codebook" modes these equal the embedded visual
+            # ids in value, and carry the gradient back into the tokenizer for ETT).
+            placeholders = image_positions if merged else None
         else:
             placeholders = None
             if image_outputs is not None:
@@ -744,7 +748,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
                 )
             image_outputs = self.get_image_features(pixel_values, return_dict=True)
             if inputs_embeds is None:
-                input_ids, attention_mask, position_ids, _ = self._expand_image_ids(
+                input_ids, attention_mask, position_ids, _, _ = self._expand_image_ids(
                     input_ids, attention_mask, position_ids, None, image_outputs
                 )
             if inputs_embeds is not None or bool((input_ids == self.config.image_token_id).any()):
