@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_gvt import GVTVisionConfig
 from .layers import GVTMLP, GVTAttention, GVTSelfCrossLayer, GVTSwiGLU, eva_rotary_cos_sin
+from .weight_files import weight_read_errors
 
 logger = logging.get_logger(__name__)
 
@@ -438,6 +439,12 @@ class GVTPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["GVTEncoderLayer", "GVTSelfCrossLayer", "GVTPerceiverLayer"]
     _supports_sdpa = True
     _can_compile_fullgraph = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """[`PreTrainedModel.from_pretrained`]; an unreadable weight file raises a `ValueError` naming it."""
+        with weight_read_errors(pretrained_model_name_or_path, kwargs.get("subfolder", "")):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module):
         super()._init_weights(module)
