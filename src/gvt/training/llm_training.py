@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -215,35 +214,6 @@ def _train_tokenizer_job(args: argparse.Namespace) -> dict[str, Any]:
     return {"loss": history.loss, "final_loss": history.loss[-1]}
 
 
-def _check_train_arguments(args: argparse.Namespace) -> None:
-    """Refuse values of `gvt train` arguments that would fail late or train something silently wrong."""
-    at_least = {
-        "max_steps": 1,
-        "batch_size": 1,
-        "gradient_accumulation_steps": 1,
-        "save_steps": 0,
-        "lora_r": 1,
-        "unfreeze_step": 0,
-        "refreeze_step": 0,
-    }
-    for name, minimum in at_least.items():
-        value = getattr(args, name, None)
-        if value is not None and value < minimum:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}.")
-    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
-        raise ValueError(f"--learning-rate must be a finite number > 0, got {args.learning_rate}.")
-    if args.alpha is not None and not (math.isfinite(args.alpha) and args.alpha >= 0):
-        raise ValueError(f"--alpha must be a finite number >= 0, got {args.alpha}.")
-    if not 0 < args.target_keep_ratio <= 1:
-        raise ValueError(f"--target-keep-ratio must lie in (0, 1], got {args.target_keep_ratio}.")
-    if args.refreeze_step is not None and args.unfreeze_step is not None and args.refreeze_step <= args.unfreeze_step:
-        raise ValueError(
-            f"--refreeze-step ({args.refreeze_step}) must come after --unfreeze-step ({args.unfreeze_step})."
-        )
-    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-        raise FileExistsError(f"--output-dir {args.output_dir} is a file; give a folder.")
-
-
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     """The newest `checkpoint-<step>` of a `Trainer` run whose `trainer_state.json` (the file `Trainer` writes last)
     exists and parses: a run killed while saving leaves a partial checkpoint that must not be resumed."""
@@ -285,7 +255,10 @@ def _resume_argument(args: argparse.Namespace) -> str | None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run `gvt train JOB` from parsed arguments; returns the exit code."""
-    _check_train_arguments(args)
+    from ..atomic_write import check_output_dir
+
+    # before any work: not the working directory, not a file (the folder may hold checkpoints to resume)
+    check_output_dir(args.output_dir, overwrite=True)
     if args.job == "tokenizer":
         result = _train_tokenizer_job(args)
     else:
