@@ -349,8 +349,9 @@ class GVTVisionConfig(PreTrainedConfig):
         return super().from_dict(config_dict, **kwargs)
 
     @staticmethod
-    def check_saved_fields(config_dict: Mapping, given: Mapping = {}) -> None:
+    def check_saved_fields(config_dict: Mapping, given: Mapping | None = None) -> None:
         """Raise a `ValueError` naming the fields of `WEIGHT_LAYOUT_FIELDS` that `config_dict` (and `given`) lack."""
+        given = given or {}
         required = list(WEIGHT_LAYOUT_FIELDS["gvt_vision"])
         values = {**config_dict, **given}
         if values.get("tokenizer_type") == "gvt":
