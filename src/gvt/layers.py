@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 
 def eager_attention_forward(
@@ -20,7 +24,10 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax attention on `[B, H, N, d]` tensors; `attention_mask` is additive. Returns `[B, N, H, d]`."""
+    """Softmax attention on `[B, H, N, d]` tensors (softmax in float32); `attention_mask` is additive.
+
+    Returns the output `[B, N, H, d]` and the weights `[B, H, Nq, Nk]`, as transformers' attention functions do.
+    """
     weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
     if attention_mask is not None:
         weights = weights + attention_mask
@@ -29,21 +36,23 @@ def eager_attention_forward(
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
-def policy_softmax_attention(
+def policy_softmax_attention_forward(
+    module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    scaling: float,
     policy: torch.Tensor,
+    scaling: float,
     eps: float,
-) -> torch.Tensor:
-    """LaVIT's "policy softmax" attention (token merger). Not a masked softmax.
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LaVIT's "policy softmax" attention (token merger). Not a masked softmax, so no attention kernel runs it.
 
     Scores are shifted by their row maximum over *all* keys, `e = exp(s - max) * policy`, and the weights are
-    `(e + eps / N) / (sum(e) + eps)` with N the number of keys, in float32. Where every allowed score sits far below
-    the row maximum, the eps terms dominate and the weights approach uniform over all N keys; this is the released
-    model's behaviour and SDPA cannot express it. `policy` is `[B, 1 or H, Nq, Nk]` in [0, 1] (differentiable).
-    Returns `[B, Nq, H, d]`.
+    `(e + eps / N) / (sum(e) + eps)` with N the number of keys, in float32 whatever the model's dtype. Where every
+    allowed score sits far below the row maximum, the eps terms dominate and the weights approach uniform over all N
+    keys; this is the released model's behaviour and SDPA cannot express it. `policy` is `[B, 1 or H, Nq, Nk]` in
+    [0, 1] (differentiable). Returns the output `[B, Nq, H, d]` and the weights `[B, H, Nq, Nk]` (in `value`'s dtype).
     """
     num_keys = policy.shape[-1]
     scores = torch.matmul(query, key.transpose(-1, -2)).to(torch.float32)
@@ -56,7 +65,37 @@ def policy_softmax_attention(
         weights.sub_(weights.amax(dim=-1, keepdim=True)).exp_().mul_(policy.to(torch.float32))
         denominator = weights.sum(dim=-1, keepdim=True).add_(eps)
         weights.add_(eps / num_keys).div_(denominator)
-    return torch.matmul(weights.to(value.dtype), value).transpose(1, 2).contiguous()
+    weights = weights.to(value.dtype)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def key_padding_attention_mask(
+    config, key_mask: torch.Tensor, num_queries: int, dtype: torch.dtype, mask_value: float
+) -> torch.Tensor | BlockMask | None:
+    """The mask that lets `num_queries` queries attend to right-padded keys (`key_mask` `[B, L]`, 1 on real keys), in
+    the form `config._attn_implementation` takes.
+
+    Eager, SDPA and other kernels get the release's additive mask, `mask_value` (-10000) on padding, `[B, 1, 1, L]`.
+    flex_attention gets a `BlockMask`: the same weights wherever `mask_value` makes the padding weights underflow to
+    zero. A row with no real key adds `mask_value` to every score, which softmax ignores (it is shift-invariant), so
+    there the block mask allows every key; the additive mask also rounds those shifted scores (float32 resolution at
+    10000 is ~1e-3), so for an image that kept no token flex agrees with eager / SDPA to ~1e-3 rather than 1e-6.
+    """
+    if config._attn_implementation == "flex_attention":
+        from torch.nn.attention.flex_attention import create_block_mask  # only where flex attention is asked for
+
+        real = key_mask.bool()
+        allowed = real | ~real.any(dim=1, keepdim=True)
+        if bool(allowed.all()):
+            return None
+
+        def attend(batch_index, head_index, query_index, key_index):
+            return allowed[batch_index, key_index]
+
+        return create_block_mask(
+            attend, allowed.shape[0], None, num_queries, allowed.shape[1], device=allowed.device.type
+        )
+    return ((1.0 - key_mask.to(dtype)) * mask_value)[:, None, None, :]
 
 
 def rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
@@ -91,11 +130,12 @@ def apply_rotary_to_patches(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
 
 
 class GVTAttention(nn.Module):
-    """Multi-head attention with separate q/k/v/o projections, used everywhere in gvt.
+    """Multi-head attention with separate q/k/v/o projections, used by the encoders, the merger and the decoders.
 
     Self-attention when `key_value_states` is None, cross-attention otherwise. With `policy` it runs LaVIT's policy
-    softmax (eager, float32); otherwise the kernel named by `config._attn_implementation` (SDPA by default), which is
-    exact for a plain softmax with an additive mask.
+    softmax ([`policy_softmax_attention_forward`], eager, float32); otherwise the kernel named by
+    `config._attn_implementation` (`"sdpa"` by default, `"eager"`, `"flex_attention"`), all exact for a plain softmax.
+    Returns the output and the attention weights (`None` from kernels that do not materialise them).
     """
 
     def __init__(
@@ -136,7 +176,7 @@ class GVTAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         policy: torch.Tensor | None = None,
         rotary_cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         context = hidden_states if key_value_states is None else key_value_states
         query = self._split_heads(self.q_proj(hidden_states))
         key = self._split_heads(self.k_proj(context))
@@ -146,16 +186,20 @@ class GVTAttention(nn.Module):
             key = apply_rotary_to_patches(key, *rotary_cos_sin).type_as(value)
 
         if policy is not None:
-            output = policy_softmax_attention(query, key, value, self.scaling, policy, self.policy_eps)
+            output, weights = policy_softmax_attention_forward(
+                self, query, key, value, policy, scaling=self.scaling, eps=self.policy_eps
+            )
         else:
             attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
                 self.config._attn_implementation, eager_attention_forward
             )
-            if attention_mask is not None:
+            if isinstance(attention_mask, torch.Tensor):
                 attention_mask = attention_mask.to(query.dtype)
-            output, _ = attention_interface(self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0)
+            output, weights = attention_interface(
+                self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0
+            )
         output = self.sub_norm(output.flatten(-2))
-        return self.o_proj(output)
+        return self.o_proj(output), weights
 
 
 class GVTMLP(nn.Module):
@@ -192,7 +236,7 @@ class GVTSelfCrossLayer(GradientCheckpointingLayer):
     """Pre-norm block of self-attention, cross-attention to a context, and an MLP.
 
     The token merger runs it with policy softmaxes (`self_policy`, `cross_policy`); the feature decoders with plain
-    softmaxes and an additive mask on the context (`cross_attention_mask`).
+    softmaxes and a padding mask on the context (`cross_attention_mask`, see [`key_padding_attention_mask`]).
     """
 
     def __init__(self, config, hidden_size: int, num_heads: int, intermediate_size: int, layer_norm_eps: float):
@@ -213,11 +257,13 @@ class GVTSelfCrossLayer(GradientCheckpointingLayer):
         cross_policy: torch.Tensor | None = None,
         cross_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden_states = hidden_states + self.self_attn(self.self_attn_norm(hidden_states), policy=self_policy)
-        hidden_states = hidden_states + self.cross_attn(
+        attended, _ = self.self_attn(self.self_attn_norm(hidden_states), policy=self_policy)
+        hidden_states = hidden_states + attended
+        attended, _ = self.cross_attn(
             self.cross_attn_norm(hidden_states),
             key_value_states=context,
             attention_mask=cross_attention_mask,
             policy=cross_policy,
         )
+        hidden_states = hidden_states + attended
         return hidden_states + self.mlp(self.mlp_norm(hidden_states))

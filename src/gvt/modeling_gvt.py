@@ -6,9 +6,10 @@ codebook ids -> feature decoders (diffusion UNet conditioning).
 Data flow (GVT): pixels -> EVA-02 encoder -> LayerNorm -> perceiver resampler -> projection.
 """
 
-from __future__ import annotations
-
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import wraps
 from typing import Literal
 
 import torch
@@ -16,16 +17,27 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_utils import PreTrainedModel
-from transformers.utils import ModelOutput, logging
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, logging
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_gvt import GVTVisionConfig
-from .layers import GVTMLP, GVTAttention, GVTSelfCrossLayer, GVTSwiGLU, eva_rotary_cos_sin
+from .layers import (
+    GVTMLP,
+    GVTAttention,
+    GVTSelfCrossLayer,
+    GVTSwiGLU,
+    eager_attention_forward,
+    eva_rotary_cos_sin,
+    key_padding_attention_mask,
+)
 from .weight_files import weight_read_errors
 
 logger = logging.get_logger(__name__)
 
 Selection = Literal["deterministic", "sample"]
+SELECTIONS = ("deterministic", "sample")
 DecoderType = Literal["highres", "lowres"]
 
 
@@ -61,30 +73,51 @@ class GVTFeaturesOutput(ModelOutput):
 
 @dataclass
 class GVTVisionTokenizerOutput(ModelOutput):
-    """Everything [`GVTVisionTokenizer`] computes in one forward pass.
+    """Everything [`GVTVisionTokenizer`] computes in one forward pass (the tuple form, `return_dict=False`, keeps this
+    order and leaves out the fields that are `None`; it starts, as a vision model's does, with the encoder output,
+    whose shape does not depend on how many tokens an image keeps).
 
     Args:
-        token_ids, attention_mask, keep_mask, selector_log_probs: as in [`GVTTokenizerOutput`] (LaVIT only).
-        features (`[B, L, projection_dim]`): continuous LLM inputs (LaVIT: kept merged tokens; GVT: latents).
         encoder_hidden_states (`[B, 1 + N, hidden_size]`): encoder output, CLS first, no final norm.
+        features (`[B, L, projection_dim]`): continuous LLM inputs (LaVIT: kept merged tokens; GVT: latents).
+        attention_mask (`torch.LongTensor` `[B, L]`): 1 on real positions (LaVIT: kept tokens; GVT: all ones).
+        token_ids, keep_mask, selector_log_probs: as in [`GVTTokenizerOutput`] (LaVIT only).
         merged_hidden_states (`[B, N, hidden_size]`): token merger output at every patch position (LaVIT).
         token_hidden_states (`[B, L, hidden_size]`): merged features of the kept tokens, right-padded (LaVIT).
         quantizer_inputs (`[B, L, codebook_dim]`): l2-normalised quantizer inputs (LaVIT).
         quantized (`[B, L, codebook_dim]`): codebook rows of `token_ids` (LaVIT).
         resampler_hidden_states (`[B, num_latents, hidden_size]`): perceiver resampler output (GVT).
+        hidden_states (`tuple` of `[B, 1 + N, hidden_size]`, with `output_hidden_states=True`): the encoder's input
+            to its first block, then the output of every block (`num_hidden_layers + 1` tensors).
+        attentions (`tuple` of `[B, heads, 1 + N, 1 + N]`, with `output_attentions=True`): the encoder's attention
+            weights per block (kernels that do not materialise weights, such as SDPA, return none: use `"eager"`).
+        merger_hidden_states (`tuple` of `[B, N, hidden_size]`, with `output_hidden_states=True`, LaVIT): the output
+            of every token merger block (before the merger's final norm).
+        merger_attentions, merger_cross_attentions (`tuple` of `[B, merger_heads, N, N]`, with
+            `output_attentions=True`, LaVIT): the merger's policy-softmax weights per block, over the kept patches
+            (self-attention) and over the dropped patches of the encoder output (cross-attention). Always available:
+            the policy softmax is an eager function whatever the attention implementation.
+        resampler_attentions (`tuple` of `[B, resampler_heads, num_latents, 1 + N + num_latents]`, with
+            `output_attentions=True`, GVT): the perceiver's attention weights per layer (eager only).
     """
 
-    token_ids: torch.LongTensor | None = None
+    encoder_hidden_states: torch.FloatTensor | None = None
+    features: torch.FloatTensor | None = None
     attention_mask: torch.LongTensor | None = None
+    token_ids: torch.LongTensor | None = None
     keep_mask: torch.BoolTensor | None = None
     selector_log_probs: torch.FloatTensor | None = None
-    features: torch.FloatTensor | None = None
-    encoder_hidden_states: torch.FloatTensor | None = None
     merged_hidden_states: torch.FloatTensor | None = None
     token_hidden_states: torch.FloatTensor | None = None
     quantizer_inputs: torch.FloatTensor | None = None
     quantized: torch.FloatTensor | None = None
     resampler_hidden_states: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    merger_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    merger_attentions: tuple[torch.FloatTensor, ...] | None = None
+    merger_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    resampler_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -126,7 +159,8 @@ class GVTEncoderLayer(GradientCheckpointingLayer):
     def forward(
         self, hidden_states: torch.Tensor, rotary_cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        hidden_states = hidden_states + self.attn(self.norm1(hidden_states), rotary_cos_sin=rotary_cos_sin)
+        attended, _ = self.attn(self.norm1(hidden_states), rotary_cos_sin=rotary_cos_sin)
+        hidden_states = hidden_states + attended
         return hidden_states + self.mlp(self.norm2(hidden_states))
 
 
@@ -169,33 +203,40 @@ class GVTVisionEncoder(nn.Module):
 
 
 class GVTTokenSelector(nn.Module):
-    """Scores each patch keep / drop from its own features and the mean over the image (LaVIT's token predictor)."""
+    """Scores each patch keep / drop from its own features and the mean over the image (LaVIT's token predictor).
+
+    Its weights are created in float32 and stay there when the model is loaded in half precision
+    (`_keep_in_fp32_modules_strict`): the keep decision is a hard threshold, so the selector's own arithmetic should
+    not add rounding to it. It runs in its weights' dtype and always returns float32 log-probabilities.
+    """
 
     def __init__(self, config: GVTVisionConfig):
         super().__init__()
         width = config.hidden_size
-        self.in_norm = nn.LayerNorm(width, eps=config.tokenizer_layer_norm_eps)
-        self.in_proj = nn.Linear(width, width)
+        fp32 = {"dtype": torch.float32}
+        self.in_norm = nn.LayerNorm(width, eps=config.tokenizer_layer_norm_eps, **fp32)
+        self.in_proj = nn.Linear(width, width, **fp32)
         self.act = nn.GELU()
         self.score_head = nn.Sequential(
-            nn.Linear(width, width // 2),
+            nn.Linear(width, width // 2, **fp32),
             nn.GELU(),
-            nn.Linear(width // 2, width // 4),
+            nn.Linear(width // 2, width // 4, **fp32),
             nn.GELU(),
-            nn.Linear(width // 4, 2),
+            nn.Linear(width // 4, 2, **fp32),
         )
 
     def forward(self, patch_features: torch.Tensor) -> torch.Tensor:
-        """`[B, N, D]` -> log-probabilities `[B, N, 2]` (column 0: keep)."""
-        hidden = self.act(self.in_proj(self.in_norm(patch_features)))
+        """`[B, N, D]` -> float32 log-probabilities `[B, N, 2]` (column 0: keep)."""
+        hidden = self.act(self.in_proj(self.in_norm(patch_features.to(self.in_proj.weight.dtype))))
         local_half, global_half = hidden.chunk(2, dim=-1)
         global_half = global_half.mean(dim=1, keepdim=True).expand_as(global_half)
-        return F.log_softmax(self.score_head(torch.cat((local_half, global_half), dim=-1)), dim=-1)
+        logits = self.score_head(torch.cat((local_half, global_half), dim=-1))
+        return F.log_softmax(logits.float(), dim=-1)
 
 
 class GVTTokenMerger(nn.Module):
     """LaVIT's token merger: every patch attends causally to the kept patches (and itself), then to the dropped
-    patches of the LayerNorm-ed encoder features, through the reference's policy softmax."""
+    patches of the LayerNorm-ed encoder features, through the reference's policy softmax (float32)."""
 
     def __init__(self, config: GVTVisionConfig):
         super().__init__()
@@ -224,7 +265,7 @@ class GVTTokenMerger(nn.Module):
 
     def forward(self, patch_features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """`[B, N, D]` features and keep decision `[B, N]` -> merged features `[B, N, D]` at every position."""
-        self_policy, cross_policy = self.policies(keep.to(patch_features.dtype))
+        self_policy, cross_policy = self.policies(keep.to(torch.float32))  # the policy softmax runs in float32
         origin = self.ln_vision(patch_features)
         hidden_states = patch_features
         for layer in self.layers:
@@ -233,22 +274,28 @@ class GVTTokenMerger(nn.Module):
 
 
 class GVTQuantizer(nn.Module):
-    """Projects merged tokens to the code space, l2-normalises them and picks the nearest codebook row."""
+    """Projects merged tokens to the code space, l2-normalises them and picks the nearest codebook row.
+
+    Created in float32 and kept there in half precision (`_keep_in_fp32_modules_strict`): the nearest-row search is
+    an argmin over distances between unit vectors, which bfloat16 rounding would reorder. It returns float32.
+    """
 
     def __init__(self, config: GVTVisionConfig):
         super().__init__()
+        fp32 = {"dtype": torch.float32}
         self.project_in = nn.Sequential(
-            nn.Linear(config.hidden_size, config.hidden_size),
+            nn.Linear(config.hidden_size, config.hidden_size, **fp32),
             nn.Tanh(),
-            nn.Linear(config.hidden_size, config.codebook_dim),
+            nn.Linear(config.hidden_size, config.codebook_dim, **fp32),
         )
-        self.codebook = nn.Embedding(config.codebook_size, config.codebook_dim)
+        self.codebook = nn.Embedding(config.codebook_size, config.codebook_dim, **fp32)
 
     def forward(self, token_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`[..., D]` -> (l2-normalised quantizer inputs `[..., code_dim]`, codebook ids `[...]`)."""
-        z = F.normalize(self.project_in(token_features), p=2, dim=-1)
+        """`[..., D]` -> (l2-normalised quantizer inputs `[..., code_dim]` in float32, codebook ids `[...]`)."""
+        projected = self.project_in(token_features.to(self.project_in[0].weight.dtype))
+        z = F.normalize(projected.float(), p=2, dim=-1)
         with torch.no_grad():  # argmin has no gradient; one fused [tokens, codes] buffer instead of four
-            flat = z.reshape(-1, z.shape[-1]).float()
+            flat = z.reshape(-1, z.shape[-1])
             codebook = self.codebook.weight.float()
             # Squared Euclidean distance |z|^2 + |e|^2 - 2 z.e in float32, the reference's quantity.
             distances = torch.addmm(codebook.pow(2).sum(dim=1), flat, codebook.t(), alpha=-2.0)
@@ -268,7 +315,11 @@ class GVTAttentionPool(nn.Module):
     def __init__(self, config: GVTVisionConfig):
         super().__init__()
         width = config.decoder_output_dim
+        self.config = config
         self.num_heads = config.decoder_num_attention_heads
+        self.head_dim = width // self.num_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
         self.position_embedding = nn.Parameter(torch.zeros(config.decoder_num_queries + 1, width))
         self.q_proj = nn.Linear(width, width)
         self.k_proj = nn.Linear(width, width)
@@ -279,12 +330,14 @@ class GVTAttentionPool(nn.Module):
         tokens = torch.cat((hidden_states.mean(dim=1, keepdim=True), hidden_states), dim=1)
         tokens = tokens + self.position_embedding.to(tokens.dtype)
         batch, length, width = tokens.shape
-        head_dim = width // self.num_heads
-        query = self.q_proj(tokens[:, :1]).view(batch, 1, self.num_heads, head_dim).transpose(1, 2)
-        key = self.k_proj(tokens).view(batch, length, self.num_heads, head_dim).transpose(1, 2)
-        value = self.v_proj(tokens).view(batch, length, self.num_heads, head_dim).transpose(1, 2)
-        pooled = F.scaled_dot_product_attention(query, key, value).transpose(1, 2).reshape(batch, width)
-        return self.c_proj(pooled)
+        query = self.q_proj(tokens[:, :1]).view(batch, 1, self.num_heads, self.head_dim).transpose(1, 2)
+        key = self.k_proj(tokens).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        value = self.v_proj(tokens).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        pooled, _ = attention_interface(self, query, key, value, None, scaling=self.scaling, dropout=0.0)
+        return self.c_proj(pooled.reshape(batch, width))
 
 
 class GVTFeatureDecoder(nn.Module):
@@ -294,6 +347,7 @@ class GVTFeatureDecoder(nn.Module):
     def __init__(self, config: GVTVisionConfig, decoder_type: DecoderType):
         super().__init__()
         width = config.decoder_hidden_size
+        self.config = config
         self.decoder_type = decoder_type
         self.mask_value = config.decoder_mask_value
         self.in_proj = nn.Linear(config.codebook_dim, width)
@@ -334,13 +388,15 @@ class GVTFeatureDecoder(nn.Module):
             code_embeddings = code_embeddings.new_zeros(batch, 1, code_embeddings.shape[-1])
             attention_mask = attention_mask.new_zeros(batch, 1)
             length = 1
-        mask = attention_mask.to(self.in_proj.weight.dtype)
-        codes = self.in_proj(code_embeddings.to(self.in_proj.weight.dtype)) * mask[..., None]
+        dtype = self.in_proj.weight.dtype
+        codes = self.in_proj(code_embeddings.to(dtype)) * attention_mask.to(dtype)[..., None]
         codes = codes + self.position_embedding[:, :length]
-        additive_mask = ((1.0 - mask) * self.mask_value)[:, None, None, :]
         queries = self.query_embedding.expand(batch, -1, -1)
+        cross_attention_mask = key_padding_attention_mask(
+            self.config, attention_mask, queries.shape[1], dtype, self.mask_value
+        )
         for layer in self.layers:
-            queries = layer(queries, codes, cross_attention_mask=additive_mask)
+            queries = layer(queries, codes, cross_attention_mask=cross_attention_mask)
         decoded = self.output_mlp(self.norm(queries))
         if self.decoder_type == "lowres":
             return GVTDecoderOutput(prompt_embeds=self.prompt_proj(decoded), decoded_features=decoded)
@@ -365,8 +421,11 @@ class GVTPerceiverAttention(nn.Module):
         width = config.hidden_size
         inner = config.resampler_num_attention_heads * config.resampler_head_dim
         eps = config.resampler_layer_norm_eps
+        self.config = config
         self.num_heads = config.resampler_num_attention_heads
         self.head_dim = config.resampler_head_dim
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
         self.norm_media = nn.LayerNorm(width, eps=eps)
         self.norm_latents = nn.LayerNorm(width, eps=eps)
         self.q_proj = nn.Linear(width, inner, bias=False)
@@ -374,18 +433,21 @@ class GVTPerceiverAttention(nn.Module):
         self.v_proj = nn.Linear(width, inner, bias=False)
         self.o_proj = nn.Linear(inner, width, bias=False)
 
-    def forward(self, media: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def forward(self, media: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         media = self.norm_media(media)
         latents = self.norm_latents(latents)
         context = torch.cat((media, latents), dim=1)
-
-        def split(x: torch.Tensor) -> torch.Tensor:
-            return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(
-            split(self.q_proj(latents)), split(self.k_proj(context)), split(self.v_proj(context))
+        query = self._split_heads(self.q_proj(latents))
+        key = self._split_heads(self.k_proj(context))
+        value = self._split_heads(self.v_proj(context))
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
         )
-        return self.o_proj(out.transpose(1, 2).flatten(-2))
+        output, weights = attention_interface(self, query, key, value, None, scaling=self.scaling, dropout=0.0)
+        return self.o_proj(output.flatten(-2)), weights
 
 
 class GVTPerceiverLayer(GradientCheckpointingLayer):
@@ -401,7 +463,8 @@ class GVTPerceiverLayer(GradientCheckpointingLayer):
         )
 
     def forward(self, media: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        latents = latents + self.attention(media, latents)
+        attended, _ = self.attention(media, latents)
+        latents = latents + attended
         return latents + self.feed_forward(latents)
 
 
@@ -430,15 +493,60 @@ class GVTPerceiverResampler(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _output_flags_reach_merger_and_resampler(forward: Callable) -> Callable:
+    """`output_attentions` / `output_hidden_states` (arguments, else the config) also ask for the merger's (LaVIT) or
+    the resampler's (GVT) attentions and hidden states, which [`capture_outputs`] records under their own keys."""
+
+    @wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        attentions = kwargs.get("output_attentions")
+        attentions = self.config.output_attentions if attentions is None else attentions
+        hidden_states = kwargs.get("output_hidden_states")
+        hidden_states = self.config.output_hidden_states if hidden_states is None else hidden_states
+        if self.config.is_discrete:
+            kwargs.setdefault("output_merger_attentions", bool(attentions))
+            kwargs.setdefault("output_merger_cross_attentions", bool(attentions))
+            # `output_hidden_states` may also be a list of encoder block indices (then every merger block is returned)
+            kwargs.setdefault("output_merger_hidden_states", hidden_states is not None and hidden_states is not False)
+        else:
+            kwargs.setdefault("output_resampler_attentions", bool(attentions))
+        return forward(self, *args, **kwargs)
+
+    return wrapper
+
+
 class GVTPreTrainedModel(PreTrainedModel):
+    """Weights initialisation and the transformers plumbing of [`GVTVisionTokenizer`].
+
+    `base_model_prefix = "vision_tokenizer"`: the tokenizer is itself a base model, and the prefix names the attribute
+    under which composite models ([`LaVITForCausalLM`]) hold it, so `GVTVisionTokenizer.from_pretrained` on a saved
+    composite model loads the tokenizer's weights out of it (as `ViTModel` loads from a `ViTForImageClassification`;
+    the language model's weights are reported as unexpected keys).
+    """
+
     config_class = GVTVisionConfig
     base_model_prefix = "vision_tokenizer"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["GVTEncoderLayer", "GVTSelfCrossLayer", "GVTPerceiverLayer"]
+    # Every softmax attention goes through `ALL_ATTENTION_FUNCTIONS` (eager, SDPA and flex_attention agree to float
+    # rounding, see `key_padding_attention_mask`); the merger's policy softmax is not a softmax and stays an eager
+    # function. Flash attention would drop the decoders' additive padding mask, and an external serving backend
+    # cannot run the policy softmax.
     _supports_sdpa = True
-    _can_compile_fullgraph = False
+    _supports_flex_attn = True
+    _supports_flash_attn = False
+    _supports_attention_backend = False
+    _can_compile_fullgraph = False  # the number of kept tokens depends on the image
+    _can_record_outputs = {
+        "hidden_states": OutputRecorder(GVTEncoderLayer),
+        "attentions": OutputRecorder(GVTAttention, index=1, layer_name="encoder"),
+        "merger_hidden_states": OutputRecorder(GVTSelfCrossLayer, layer_name="token_merger"),
+        "merger_attentions": OutputRecorder(None, index=1, layer_name="token_merger", class_name="self_attn"),
+        "merger_cross_attentions": OutputRecorder(None, index=1, layer_name="token_merger", class_name="cross_attn"),
+        "resampler_attentions": OutputRecorder(GVTPerceiverAttention, index=1),
+    }
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -470,10 +578,24 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
     `tokenizer_type="lavit"`: images become a *variable* number of discrete tokens (`tokenize`), continuous features
     of the same kept tokens (`encode_features`), and tokens become diffusion conditioning (`decode`).
     `tokenizer_type="gvt"`: images become a fixed number of resampled latents (`encode_features`).
+
+    Half precision: load with `from_pretrained(..., dtype=torch.bfloat16)` (or `torch.float16`). The encoder, merger,
+    projection, decoders and resampler then run in that dtype; what decides a token stays in float32: the token
+    selector and the quantizer (codebook and its projection) keep float32 weights (`_keep_in_fp32_modules_strict`),
+    and the merger's policy softmax and the codebook distances are computed in float32 (as is the eager softmax).
+    Outputs come back in the model's dtype, except `selector_log_probs` (float32). Token ids in bfloat16 are not
+    exactly those of float32 (`benchmarks/bf16_agreement.py` measures how close).
+
+    Attention: `attn_implementation="sdpa"` (default), `"eager"` or `"flex_attention"` (also via
+    `set_attn_implementation`) switches every softmax attention of the encoder, decoders, attention pool and
+    resampler; the merger's policy softmax is always the eager float32 function.
     """
 
     def __init__(self, config: GVTVisionConfig):
         super().__init__(config)
+        # The keep decision and the nearest-codebook search are hard decisions: in half precision their modules keep
+        # float32 weights (LaVIT only; the GVT tokenizer has neither).
+        self._keep_in_fp32_modules_strict = ["token_selector", "quantizer"] if config.is_discrete else []
         self.encoder = GVTVisionEncoder(config)
         if config.tokenizer_type == "lavit":
             self.token_selector = GVTTokenSelector(config)
@@ -487,6 +609,13 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
             self.resampler = GVTPerceiverResampler(config)
         self.projection = nn.Linear(config.hidden_size, config.projection_dim)
         self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding (as vision models in transformers return)."""
+        return self.encoder.patch_embedding
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.encoder.patch_embedding = value
 
     # -- checks ---------------------------------------------------------------------------------------------------
 
@@ -515,6 +644,44 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
         if not torch.isfinite(pixel_values).all():
             raise ValueError("pixel_values contain NaN or infinite values.")
 
+    def check_selection_arguments(
+        self,
+        selection: Selection,
+        generator: torch.Generator | None,
+        max_tokens: int | None,
+        keep_mask: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        """Raise a clear error, before any work, for a token-selection argument of the wrong type or value."""
+        if not isinstance(selection, str) or selection not in SELECTIONS:
+            raise ValueError(f"selection must be 'deterministic' or 'sample', got {selection!r}.")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
+        if max_tokens is not None:
+            if isinstance(max_tokens, bool) or not isinstance(max_tokens, numbers.Integral):
+                raise TypeError(
+                    f"max_tokens must be a non-negative int or None, got {max_tokens!r} ({type(max_tokens).__name__})."
+                )
+            if max_tokens < 0:
+                raise ValueError(f"max_tokens must be a non-negative int or None, got {max_tokens}.")
+        if keep_mask is not None:
+            if not isinstance(keep_mask, torch.Tensor):
+                raise TypeError(
+                    f"keep_mask must be a torch.Tensor [batch, num_patches], got {type(keep_mask).__name__}."
+                )
+            expected = (batch_size if batch_size is not None else keep_mask.shape[0], self.config.num_patches)
+            if tuple(keep_mask.shape) != expected:
+                raise ValueError(f"keep_mask must have shape {expected}, got {tuple(keep_mask.shape)}.")
+        if not self.config.is_discrete:
+            chosen = {"selection='sample'": selection == "sample", "max_tokens": max_tokens is not None}
+            chosen["keep_mask"] = keep_mask is not None
+            asked = [name for name, given in chosen.items() if given]
+            if asked:
+                raise ValueError(
+                    f"{', '.join(asked)} select LaVIT tokens; this tokenizer (tokenizer_type='gvt') always returns "
+                    f"{self.config.resampler_num_latents} latents."
+                )
+
     def _require_discrete(self, what: str) -> None:
         if self.config.tokenizer_type != "lavit":
             raise ValueError(f"{what} needs a discrete (tokenizer_type='lavit') tokenizer; this one is 'gvt'.")
@@ -533,10 +700,12 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
 
         `"deterministic"` keeps a patch where log p_keep >= log p_drop. `"sample"` draws it by Gumbel-max (with
         `generator` for reproducibility); in training mode the sample is a straight-through hard Gumbel-softmax, so
-        gradients reach the selector. `max_tokens=K` keeps at most the K kept patches with the highest keep score.
+        gradients reach the selector. `max_tokens=K` keeps at most the K kept patches with the highest keep score
+        (`config.max_tokens` when None).
         """
-        if selection not in ("deterministic", "sample"):
-            raise ValueError(f"selection must be 'deterministic' or 'sample', got {selection!r}.")
+        self.check_selection_arguments(selection, generator, max_tokens)
+        if not gumbel_tau > 0:
+            raise ValueError(f"gumbel_tau must be > 0, got {gumbel_tau!r}.")
         if selection == "deterministic":
             keep = (log_probs[..., 0] >= log_probs[..., 1]).to(log_probs.dtype)
         else:
@@ -550,10 +719,8 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
         if max_tokens is None:
             max_tokens = self.config.max_tokens
         if max_tokens is not None:
-            if max_tokens < 0:
-                raise ValueError(f"max_tokens must be >= 0, got {max_tokens}.")
             scores = log_probs[..., 0].detach().masked_fill(keep.detach() < 0.5, float("-inf"))
-            top = scores.topk(min(max_tokens, scores.shape[1]), dim=1).indices
+            top = scores.topk(min(int(max_tokens), scores.shape[1]), dim=1).indices
             budget = torch.zeros_like(keep).scatter(1, top, 1.0)
             keep = keep * budget
         return keep
@@ -576,6 +743,8 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
 
     # -- forward ----------------------------------------------------------------------------------------------------
 
+    @_output_flags_reach_merger_and_resampler
+    @capture_outputs
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -583,10 +752,15 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
         generator: torch.Generator | None = None,
         max_tokens: int | None = None,
         keep_mask: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> GVTVisionTokenizerOutput:
-        """Run the whole tokenizer. `keep_mask` `[B, N]` overrides the selector's decision (analysis, tests)."""
+        """Run the whole tokenizer. `keep_mask` `[B, N]` overrides the selector's decision (analysis, tests).
+
+        `output_hidden_states` / `output_attentions` add the encoder's per-block hidden states / attention weights
+        and the merger's (or the resampler's) to the output; `return_dict=False` returns a tuple.
+        """
         self.check_pixel_values(pixel_values)
+        self.check_selection_arguments(selection, generator, max_tokens, keep_mask, pixel_values.shape[0])
         encoder_hidden_states = self.encoder(pixel_values)
         if self.config.tokenizer_type == "gvt":
             latents = self.resampler(self.ln_vision(encoder_hidden_states))
@@ -600,31 +774,29 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
             )
 
         patch_features = encoder_hidden_states[:, 1:]
-        log_probs = self.token_selector(patch_features.float())
+        log_probs = self.token_selector(patch_features)
         if keep_mask is None:
             keep = self.select_tokens(log_probs, selection, generator, max_tokens)
         else:
-            if keep_mask.shape != log_probs.shape[:2]:
-                raise ValueError(
-                    f"keep_mask must have shape {tuple(log_probs.shape[:2])}, got {tuple(keep_mask.shape)}."
-                )
-            keep = keep_mask.to(log_probs.dtype)
+            keep = keep_mask.to(log_probs.device, log_probs.dtype)
         merged = self.token_merger(patch_features, keep)
         attention_mask, (token_hidden_states,) = self.gather_kept(keep, merged)
         quantizer_inputs, token_ids = self.quantizer(token_hidden_states)
         token_ids = token_ids * attention_mask
-        quantized = self.quantizer.codebook(token_ids) * attention_mask[..., None].to(quantizer_inputs.dtype)
-        features = self.projection(token_hidden_states) * attention_mask[..., None].to(token_hidden_states.dtype)
+        dtype = token_hidden_states.dtype  # the model's dtype; the quantizer's float32 results come back in it
+        real = attention_mask[..., None].to(dtype)
+        quantized = self.quantizer.codebook(token_ids).to(dtype) * real
+        features = self.projection(token_hidden_states) * real
         return GVTVisionTokenizerOutput(
-            token_ids=token_ids,
+            features=features,
             attention_mask=attention_mask,
+            token_ids=token_ids,
             keep_mask=keep.detach() > 0.5,
             selector_log_probs=log_probs,
-            features=features,
             encoder_hidden_states=encoder_hidden_states,
             merged_hidden_states=merged,
             token_hidden_states=token_hidden_states,
-            quantizer_inputs=quantizer_inputs,
+            quantizer_inputs=quantizer_inputs.to(dtype),
             quantized=quantized,
         )
 
@@ -640,7 +812,7 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
     ) -> GVTTokenizerOutput:
         """Images `[B, C, H, W]` -> dynamic-length codebook ids `[B, L]` + mask (LaVIT)."""
         self._require_discrete("tokenize")
-        output = self(pixel_values, selection=selection, generator=generator, max_tokens=max_tokens)
+        output = self(pixel_values, selection=selection, generator=generator, max_tokens=max_tokens, return_dict=True)
         return GVTTokenizerOutput(
             token_ids=output.token_ids,
             attention_mask=output.attention_mask,
@@ -656,7 +828,7 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
         max_tokens: int | None = None,
     ) -> GVTFeaturesOutput:
         """Images -> continuous LLM inputs `[B, L, projection_dim]` + mask (LaVIT: kept tokens; GVT: latents)."""
-        output = self(pixel_values, selection=selection, generator=generator, max_tokens=max_tokens)
+        output = self(pixel_values, selection=selection, generator=generator, max_tokens=max_tokens, return_dict=True)
         return GVTFeaturesOutput(features=output.features, attention_mask=output.attention_mask)
 
     def check_token_ids(self, token_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -681,8 +853,8 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
         return attention_mask
 
     def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Codebook rows of `token_ids` (`[..., codebook_dim]`)."""
-        return self.quantizer.codebook(token_ids)
+        """Codebook rows of `token_ids` (`[..., codebook_dim]`), in the model's dtype (the codebook is float32)."""
+        return self.quantizer.codebook(token_ids).to(self.projection.weight.dtype)
 
     def decode(
         self,

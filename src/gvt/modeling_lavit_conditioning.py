@@ -8,6 +8,10 @@ a diffusers `ModelMixin`, so it is a component of [`LaVITDecoderPipeline`] that 
 `decoder_type="lowres"`: SD-1.5 cross-attention `prompt_embeds` `[B, num_queries, lowres_cross_attention_dim]`; the
 unconditional branch is a learned `uncond_embeddings` `[1, uncond_length, dim]` (the release's
 `pixel_decoding/uncond_embeddings.bin`), zero-padded to `num_queries` rows and masked beyond its length.
+
+Half precision: `from_pretrained(..., dtype=torch.bfloat16)` (or the pipeline's `dtype`) runs the whole module in that
+dtype (there is no hard decision here to keep in float32; the attention softmaxes run in float32 anyway). Its
+attention is SDPA, exact for the decoder's softmax with an additive padding mask.
 """
 
 from __future__ import annotations
@@ -196,8 +200,10 @@ class LaVITConditioningModel(ModelMixin, ConfigMixin):
             model.decoder.load_state_dict(source.state_dict(), strict=True)
             if uncond_embeddings is not None:
                 model.uncond_embeddings.copy_(uncond_embeddings)
+        # The tokenizer's dtype (its float32 codebook, kept so for the nearest-code search, only embeds here).
+        # nn.Module.to: diffusers' ModelMixin.to warns about float32 modules on every dtype cast, and there are none.
         dtype = source.in_proj.weight.dtype
-        return model if dtype == model.dtype else model.to(dtype=dtype)
+        return model if dtype == model.dtype else nn.Module.to(model, dtype=dtype)
 
     # -- forward ---------------------------------------------------------------------------------------------------------
 
