@@ -44,6 +44,7 @@ from .image_inputs import image_inputs_for
 from .loss_ett import ett_joint_loss, ett_reconstruction_loss
 from .modeling_gvt import GVTVisionTokenizer
 from .vocabulary import GVTVocabulary, image_placeholder_layout, splice_image_tokens
+from .weight_files import weight_read_errors
 
 logger = logging.get_logger(__name__)
 
@@ -213,6 +214,12 @@ class LaVITPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = False  # the number of image tokens depends on the image
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """[`PreTrainedModel.from_pretrained`]; an unreadable weight file raises a `ValueError` naming it."""
+        with weight_read_errors(pretrained_model_name_or_path, kwargs.get("subfolder", "")):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 
 class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
