@@ -10,6 +10,8 @@ language model is streamed shard by shard. Without it: only the visual tokenizer
 
 Reads a `.bin`/`.pth` pickle (with `weights_only=True`; a top-level `{"model": ...}` wrapper is unwrapped) or a
 `.safetensors` file. Sizes are inferred from tensor shapes; `--num-heads` sets the encoder and resampler heads.
+The output is staged beside `--output-dir` and renamed into place; `--output-dir` must be absent or empty unless
+`--overwrite` (which replaces an earlier conversion there and keeps other files), and must not overlap the inputs.
 """
 
 from __future__ import annotations
@@ -17,13 +19,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gvt.atomic_write import check_output_dir
 from gvt.conversion import build_tokenizer, convert_gvt_tokenizer, load_state_dict_file, save_atomically
+
+ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="the GVT checkpoint file")
-    parser.add_argument("--output-dir", required=True, help="where to write the converted model")
+    parser.add_argument("--output-dir", required=True, help="where to write the converted model (absent or empty)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier conversion in --output-dir (other files in the folder are kept)",
+    )
     parser.add_argument("--language-model", default=None, help="Hugging Face folder of the Vicuna/Llama LLM")
     parser.add_argument("--num-heads", type=int, default=16, help="attention heads of the encoder and resampler")
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None, help="cast weights (default: keep)")
@@ -43,12 +53,13 @@ def main(argv=None) -> int:
             print("error: --verify and --push-to-hub need the full repo (--language-model)", file=sys.stderr)
             return 2
         try:
+            check_output_dir(args.output_dir, args.overwrite, inputs=[args.checkpoint])
             config, state_dict = convert_gvt_tokenizer(load_state_dict_file(args.checkpoint), num_heads=args.num_heads)
-        except (ValueError, FileNotFoundError) as error:
+            model = build_tokenizer(config, state_dict)
+            output = save_atomically(model, args.output_dir, overwrite=args.overwrite, inputs=[args.checkpoint])
+        except ERRORS as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        model = build_tokenizer(config, state_dict)
-        output = save_atomically(model, args.output_dir)
         num_parameters = sum(p.numel() for p in model.parameters())
         print(f"Wrote GVTVisionTokenizer (GVT, {num_parameters / 1e6:.2f} M parameters) to {output}")
         return 0
@@ -66,8 +77,9 @@ def main(argv=None) -> int:
             dtype=args.dtype,
             max_shard_size=args.max_shard_size,
             model_card=card,
+            overwrite=args.overwrite,
         )
-    except (ValueError, FileNotFoundError) as error:
+    except ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(

@@ -15,7 +15,10 @@ with `--understanding`) into a GVTVisionTokenizer folder.
 
 Pickles are read with `weights_only=True`; every size is inferred from tensor shapes (head counts from
 `--num-heads`); unknown or missing tensors abort the conversion with a message naming them, and nothing is written
-unless the whole conversion succeeds. `--verify FILE` runs the converted model on the inputs recorded in FILE (a
+unless the whole conversion succeeds: the output is staged beside `--output-dir` and renamed into place (a killed run
+leaves the old output or the new one; the next run cleans its leftovers). `--output-dir` must be absent or empty
+unless `--overwrite` (which replaces an earlier conversion there and keeps other files), and must not be, be inside
+or contain the input folder. `--verify FILE` runs the converted model on the inputs recorded in FILE (a
 `.safetensors` of outputs of the original code) and prints the max errors (exit status 3 if any exceeds
 `--verify-atol`).
 """
@@ -25,13 +28,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gvt.atomic_write import check_output_dir
 from gvt.conversion import build_tokenizer, load_lavit_release, save_atomically
+
+ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input-dir", required=True, help="local folder of the LaVIT release")
-    parser.add_argument("--output-dir", required=True, help="where to write the converted model")
+    parser.add_argument("--output-dir", required=True, help="where to write the converted model (absent or empty)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier conversion in --output-dir (other files in the folder are kept)",
+    )
     parser.add_argument(
         "--vision-tokenizer-only",
         action="store_true",
@@ -54,14 +65,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def convert_tokenizer_only(args) -> int:
     try:
+        check_output_dir(args.output_dir, args.overwrite, inputs=[args.input_dir])
         config, state_dict = load_lavit_release(
             args.input_dir, understanding=args.understanding, num_heads=args.num_heads, decoders=not args.no_decoders
         )
-    except (ValueError, FileNotFoundError) as error:
+        model = build_tokenizer(config, state_dict)
+        output = save_atomically(model, args.output_dir, overwrite=args.overwrite, inputs=[args.input_dir])
+    except ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    model = build_tokenizer(config, state_dict)
-    output = save_atomically(model, args.output_dir)
     num_parameters = sum(p.numel() for p in model.parameters())
     print(
         f"Wrote GVTVisionTokenizer ({num_parameters / 1e6:.2f} M parameters, decoders: {config.decoder_types or 'none'}) "
@@ -88,8 +100,9 @@ def main(argv=None) -> int:
             max_shard_size=args.max_shard_size,
             decoders=not args.no_decoders,
             model_card=card,
+            overwrite=args.overwrite,
         )
-    except (ValueError, FileNotFoundError) as error:
+    except ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from gvt.model_cards import build_model_card, validate_model_card
+from gvt.model_cards import build_model_card, save_model_card, validate_model_card
 
 
 def main(argv=None) -> int:
@@ -25,8 +25,15 @@ def main(argv=None) -> int:
     parser.add_argument("--license", default=None)
     args = parser.parse_args(argv)
     repo = Path(args.repo_dir)
+    if not repo.is_dir():
+        print(f"error: no repo folder at {repo}", file=sys.stderr)
+        return 1
     provenance = repo / "conversion_provenance.json"
-    summary = json.loads(provenance.read_text()) if provenance.is_file() else None
+    try:
+        summary = json.loads(provenance.read_text()) if provenance.is_file() else None
+    except ValueError as error:
+        print(f"error: {provenance} is not valid JSON: {error}", file=sys.stderr)
+        return 1
     kind = args.kind or (summary or {}).get("kind") or "lavit"
     card = build_model_card(
         repo_id=args.repo_id, kind=kind, summary=summary, base_model=args.base_model, license=args.license
@@ -36,7 +43,7 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    card.save(repo / "README.md")
+    save_model_card(card, repo / "README.md")
     print(f"wrote {repo / 'README.md'}")
     return 0
 

@@ -73,7 +73,9 @@ def test_fast_recipe_writes_a_complete_repo_that_loads_and_generates(tmp_path):
     image = np.full((112, 112, 3), 200, dtype=np.uint8)
     inputs = default.processor(images=[image], text=["How many circles are there?"], return_tensors="pt")
     output = default.model.generate(**inputs, max_new_tokens=3, do_sample=False)
-    assert output.shape[1] <= inputs["input_ids"].shape[1] + 3
+    expanded = default.model.expand_image_tokens(**inputs)  # generate returns the expanded prompt, then new tokens
+    assert torch.equal(output[:, : expanded["input_ids"].shape[1]], expanded["input_ids"])
+    assert output.shape[1] <= expanded["input_ids"].shape[1] + 3
 
 
 def test_fast_recipe_is_deterministic_for_a_fixed_seed(tmp_path):

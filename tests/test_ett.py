@@ -1,9 +1,15 @@
 """ETT: the joint loss in one forward, the stage schedule of ETTCallback under Trainer, exact checkpoint resume."""
 
 import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainerState
 
 from gvt.data import build_synthetic_dataset, to_caption_rows
@@ -11,6 +17,7 @@ from gvt.tiny_random import build_tiny_random
 from gvt.training.collator import GVTDataCollator
 from gvt.training.ett import ETTCallback, ett_parameter_groups, prepare_ett_model
 from gvt.training.llm_training import training_arguments
+from gvt.training.losses import straight_through_codes, tokenizer_loss
 
 torch.set_num_threads(1)
 
@@ -101,11 +108,132 @@ def test_joint_loss_is_caption_plus_alpha_reconstruction_in_one_forward():
     assert model(**batch).reconstruction_loss is None
 
 
+def test_the_caption_loss_alone_tunes_the_tokenizer_end_to_end():
+    """ETT's point: with alpha = 0 the caption loss still reaches the codebook rows and, straight through the
+    quantizer, the merger and the encoder; the codebook embeddings the LLM reads keep their values."""
+    model, processor = ett_model()
+    model.config.ett_reconstruction_weight = 0.0
+    batch = GVTDataCollator(processor)([caption_rows()[0], caption_rows()[1]])
+    model.train()
+    out = model(**batch)
+    assert out.reconstruction_loss is None
+    out.loss.backward()
+    tokenizer = model.vision_tokenizer
+    assert tokenizer.quantizer.codebook.weight.grad.abs().sum() > 0
+    assert tokenizer.token_merger.norm.weight.grad.abs().sum() > 0
+    assert tokenizer.encoder.patch_embedding.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        vision = model.get_image_features(batch["pixel_values"]).vision_outputs
+        torch.testing.assert_close(
+            model.image_inputs.embed_images(model, vision), model.codebook_projector(vision.quantized)
+        )
+
+
+def test_alpha_is_counted_once_against_an_independent_recomputation():
+    """`loss == caption_loss + alpha * reconstruction_loss`, each term recomputed outside the model from the same
+    tokenizer pass: the plain next-token loss, and the tokenizer objective of `gvt.training.losses`."""
+    model, processor = ett_model()
+    batch = GVTDataCollator(processor)([caption_rows()[0], caption_rows()[1]])
+    model.train()
+    torch.manual_seed(0)
+    out = model(**batch)
+    torch.manual_seed(0)  # the same straight-through keep samples
+    vision = model.get_image_features(batch["pixel_values"], selection="sample").vision_outputs
+    decoder = model.vision_tokenizer.decoders["highres"]
+    codes = straight_through_codes(vision.quantizer_inputs, vision.quantized)
+    decoded = decoder(codes, vision.attention_mask).decoded_features
+    target = vision.encoder_hidden_states[:, 1:].detach()
+    reconstruction = tokenizer_loss(vision, decoded, target, model.config.ett_target_keep_ratio).loss
+    labels = out.expanded_labels
+    caption = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    torch.testing.assert_close(out.reconstruction_loss, reconstruction, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.caption_loss, caption, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.loss, caption + 0.25 * reconstruction, rtol=0, atol=1e-5)
+
+
+def test_a_batch_without_supervised_labels_gives_a_finite_loss_and_finite_weights(tmp_path):
+    model, processor = ett_model()
+    batch = GVTDataCollator(processor)([caption_rows()[0], caption_rows()[1]])
+    batch["labels"] = torch.full_like(batch["labels"], -100)
+    model.train()
+    for num_items in (None, torch.tensor(0)):
+        out = model(**batch, **({} if num_items is None else {"num_items_in_batch": num_items}))
+        assert out.caption_loss.item() == 0.0
+        torch.testing.assert_close(out.loss, 0.25 * out.reconstruction_loss)
+        assert bool(torch.isfinite(out.loss))
+    # Under Trainer (num_items_in_batch = 0 for the whole step), with the tokenizer training: the weights stay finite.
+    collator = GVTDataCollator(processor)
+
+    def unsupervised(rows):
+        features = collator(rows)
+        features["labels"] = torch.full_like(features["labels"], -100)
+        return features
+
+    args = training_arguments(tmp_path, max_steps=2, per_device_train_batch_size=2, disable_tqdm=True)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=caption_rows(),
+        data_collator=unsupervised,
+        callbacks=[ETTCallback(unfreeze_step=0)],
+    )
+    trainer.train()
+    assert all(bool(torch.isfinite(param).all()) for param in model.parameters())
+    assert all(entry.get("loss", 0.0) == entry.get("loss", 0.0) for entry in trainer.state.log_history)  # no NaN
+
+
+REMOTE_ETT_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.path = [p for p in sys.path if "gvt" not in p and not p.rstrip("/").endswith("/src")]
+    sys.modules["gvt"] = None  # the package must not be importable
+    import numpy as np, torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    torch.set_num_threads(1)
+    repo = sys.argv[1]
+    model = AutoModelForImageTextToText.from_pretrained(repo, trust_remote_code=True).train()
+    processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    inputs = processor(images=image, text="a red circle", return_tensors="pt")
+    out = model(**inputs, labels=inputs["input_ids"])
+    out.loss.backward()
+    grad = model.vision_tokenizer.decoders["highres"].in_proj.weight.grad
+    print(json.dumps({
+        "module": type(model).__module__, "loss": out.loss.item(), "caption": out.caption_loss.item(),
+        "reconstruction": out.reconstruction_loss.item(), "decoder_grad": grad.abs().sum().item(),
+    }))
+    """
+)
+
+
+def test_a_remote_code_repo_runs_ett_without_gvt(tmp_path):
+    """The ETT objective travels with the model code: a `trust_remote_code=True` repo trains jointly without gvt."""
+    model, processor = ett_model()
+    model.save_pretrained(tmp_path / "repo")
+    processor.save_pretrained(tmp_path / "repo")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", REMOTE_ETT_SCRIPT, str(tmp_path / "repo")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    assert remote["module"].startswith("transformers_modules.")
+    assert remote["loss"] == pytest.approx(remote["caption"] + 0.25 * remote["reconstruction"], abs=1e-5)
+    assert remote["reconstruction"] > 0 and remote["decoder_grad"] > 0
+
+
 def test_reconstruction_needs_a_fitting_decoder():
-    model, processor = build_tiny_random("codebook", seed=0)  # tiny preset: decoder width 96 != encoder width 64
+    # the reference fixture's decoder width (96) differs from the encoder's (64): no reconstruction target
+    model, processor = build_tiny_random("codebook", seed=0, vision_config={"decoder_output_dim": 96})
     batch = GVTDataCollator(processor)([caption_rows()[0]])
     model.train()
-    with pytest.raises(ValueError, match="decoder_output_dim"):
+    with pytest.raises(ValueError, match=r"decoder_output_dim.*`gvt train ett --alpha 0`"):
         model(**batch)
 
 

@@ -272,6 +272,32 @@ def test_understanding_mode_and_dtype(release, reference_dir, reference_io, tmp_
     assert set(results) == {"token_counts_understanding", "continuous_features_understanding"}
 
 
+def assert_captions_in_bfloat16(out: Path, reference_io) -> None:
+    processor = AutoProcessor.from_pretrained(out)
+    model = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.bfloat16).eval()
+    assert model.dtype == torch.bfloat16 and model.vision_tokenizer.dtype == torch.bfloat16
+    images = list(reference_io["raw_images"].permute(0, 2, 3, 1).numpy())
+    inputs = processor(images=images[:2], text=["describe the image", "how many circle ?"], return_tensors="pt")
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=4, min_new_tokens=2, num_beams=1, do_sample=False)
+    assert output.shape[0] == 2 and output.shape[1] >= inputs["input_ids"].shape[1] + 2
+    assert (output[:, -2:] < model.config.visual_token_offset).all()  # the answer is text, never visual ids
+
+
+@pytest.mark.parametrize("understanding", [False, True], ids=["ids", "features"])
+def test_bf16_conversion_captions(release, reference_io, tmp_path, understanding):
+    """`convert_lavit_to_hf.py --dtype bf16` writes bfloat16 shards, and the repo captions in bfloat16 (issue 12)."""
+    root, _ = release
+    out = tmp_path / "lavit-bf16"
+    result = run_script(
+        "conversion_scripts/convert_lavit_to_hf.py", "--input-dir", root, "--output-dir", out, "--num-heads", 4,
+        "--dtype", "bf16", "--no-decoders", "--no-model-card", *(["--understanding"] if understanding else []),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "conversion_provenance.json").read_text())["dtype"] == "bfloat16"
+    assert_captions_in_bfloat16(out, reference_io)
+
+
 def _break_llm(root: Path, llm: dict, drop: str | None = None, add: str | None = None) -> None:
     state = dict(llm)
     if drop:
@@ -343,7 +369,7 @@ def test_script_failure_exits_nonzero_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
     result = run_script("conversion_scripts/convert_lavit_to_hf.py", "--input-dir", tmp_path / "nowhere",
                         "--output-dir", out)  # fmt: skip
-    assert result.returncode == 1 and "language_model" in result.stderr
+    assert result.returncode == 1 and "No LaVIT release folder" in result.stderr
     assert not out.exists()
 
 

@@ -194,3 +194,42 @@ def test_learning_rate_schedules():
         train_tokenizer(model, images, num_steps=1, warmup_steps=-1, progress_bar=False)
     with pytest.raises(ValueError):
         train_tokenizer(model, images, num_steps=1, lr_scheduler_type="sideways", progress_bar=False)
+
+
+class Crash(Exception):
+    """Stands for a run that dies after some step."""
+
+
+def test_checkpoints_resume_to_the_uninterrupted_run(tmp_path):
+    images = tiny_images(6)
+    labels = torch.randint(0, 3, (6, 64), generator=torch.Generator().manual_seed(1))
+    common = dict(num_steps=4, batch_size=2, progress_bar=False, code_labels=labels, code_classification_weight=0.5,
+                  dead_code_threshold=1)  # fmt: skip
+    uninterrupted = tiny_tokenizer()
+    expected = train_tokenizer(uninterrupted, images, **common)
+
+    def crash_after_three(step, history):
+        if step == 3:
+            raise Crash
+
+    model = tiny_tokenizer()
+    with pytest.raises(Crash):
+        train_tokenizer(model, images, **common, save_steps=2, checkpoint_dir=tmp_path, callback=crash_after_three)
+    assert [path.name for path in tmp_path.iterdir()] == ["checkpoint-2"]
+    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+        train_tokenizer(tiny_tokenizer(), images, **common, save_steps=2, checkpoint_dir=tmp_path)
+
+    resumed_model = tiny_tokenizer(seed=5)  # other initial weights: the checkpoint's replace them
+    resumed = train_tokenizer(
+        resumed_model, images, **common, save_steps=2, checkpoint_dir=tmp_path, resume_from_checkpoint=True
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    for key, value in uninterrupted.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[key]), key
+    assert resumed.loss == expected.loss and resumed.restarted_codes == expected.restarted_codes
+    assert torch.equal(resumed.code_probe.weight, expected.code_probe.weight)
+
+    with pytest.raises(FileNotFoundError, match="not a tokenizer checkpoint"):
+        train_tokenizer(tiny_tokenizer(), images, **common, resume_from_checkpoint=tmp_path)
+    with pytest.raises(ValueError, match="needs a checkpoint_dir"):
+        train_tokenizer(tiny_tokenizer(), images, **common, save_steps=2)

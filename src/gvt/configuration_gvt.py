@@ -1,10 +1,21 @@
-"""Configurations of the gvt visual tokenizers (LaVIT and GVT)."""
+"""Configurations of the gvt visual tokenizers (LaVIT and GVT).
 
-from __future__ import annotations
+Both configs are strict dataclasses (`huggingface_hub.dataclasses.strict`, as every transformers 5 config): each field
+is type-checked when set (`bool` is `bool`, `int` is `int`: `"112"`, `512.0`, `[]` or `"false"` are refused), sizes
+must be positive (field validators), and the `validate_*` methods check how fields fit together. A bad value raises a
+`TypeError` or `ValueError` naming the config, the field and the value. Loading a saved config (`from_pretrained`,
+`from_dict`) also requires the fields that decide how the saved weights are read (`WEIGHT_LAYOUT_FIELDS`): a
+default must never silently stand in for a lost layer count or input mode.
+"""
 
+import functools
+import math
+import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from huggingface_hub.dataclasses import strict
+from huggingface_hub.dataclasses import as_validated_field, strict
+from huggingface_hub.errors import StrictDataclassError
 from transformers.configuration_utils import PreTrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING, AutoConfig
 
@@ -111,7 +122,95 @@ VISION_PRESETS: dict[str, dict[str, Any]] = {
     "tiny-gvt": _TINY_GVT,
 }
 
+# Fields a saved config must hold (they decide which weights exist and their shapes), by tokenizer type / decoder.
+_ENCODER_FIELDS = [
+    "tokenizer_type", "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
+    "num_attention_heads", "intermediate_size", "encoder_mlp_type", "encoder_sub_layer_norm", "encoder_rope",
+    "projection_dim",
+]  # fmt: skip
+_LAVIT_FIELDS = [
+    "merger_num_layers", "merger_num_attention_heads", "merger_intermediate_size", "codebook_size", "codebook_dim",
+    "decoder_types",
+]  # fmt: skip
+_DECODER_FIELDS = [
+    "decoder_hidden_size", "decoder_num_layers", "decoder_num_attention_heads", "decoder_intermediate_size",
+    "decoder_output_dim", "decoder_num_queries", "decoder_max_positions",
+]  # fmt: skip
+_GVT_FIELDS = [
+    "resampler_num_layers", "resampler_num_attention_heads", "resampler_head_dim", "resampler_num_latents",
+    "resampler_ff_mult", "resampler_num_media_embeds",
+]  # fmt: skip
+WEIGHT_LAYOUT_FIELDS: dict[str, list[str]] = {
+    "gvt_vision": _ENCODER_FIELDS,
+    "gvt_vision/lavit": _LAVIT_FIELDS,
+    "gvt_vision/decoders": _DECODER_FIELDS,
+    "gvt_vision/lowres": ["lowres_cross_attention_dim"],
+    "gvt_vision/highres": ["highres_cross_attention_dims", "highres_pooled_dim"],
+    "gvt_vision/gvt": _GVT_FIELDS,
+    "gvt": [
+        "vision_config", "text_config", "image_input_mode", "image_token_id", "image_start_token_id",
+        "image_end_token_id", "visual_token_offset",
+    ],
+    "gvt/text_config": ["model_type", "vocab_size", "hidden_size", "num_hidden_layers"],
+}  # fmt: skip
+"""The fields `from_dict` / `from_pretrained` require in a saved config."""
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@as_validated_field
+def positive(value: int):
+    """A size or count: at least 1."""
+    if not value >= 1:
+        raise ValueError(f"must be >= 1, got {value!r}")
+
+
+@as_validated_field
+def positive_float(value: float):
+    """An epsilon or scale: finite and > 0."""
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"must be a finite number > 0, got {value!r}")
+
+
+@as_validated_field
+def non_negative_float(value: float):
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"must be a finite number >= 0, got {value!r}")
+
+
+def _plain_errors(cls):
+    """Re-raise the strict dataclass errors of `cls(...)` as the `TypeError` / `ValueError` that caused them, named by
+    the config class (callers and the CLI handle those)."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except StrictDataclassError as error:
+            cause = error.__cause__ if error.__cause__ is not None else error
+            kind = TypeError if isinstance(cause, TypeError) else ValueError
+            field = re.match(r"Validation error for field '(\w+)'", str(error))
+            where = f"{cls.__name__}.{field.group(1)}" if field else cls.__name__
+            raise kind(f"{where}: {cause}") from error
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _require_saved_fields(config_class: str, config_dict: Mapping, given: Mapping, required: list[str]) -> None:
+    missing = [name for name in required if name not in config_dict and name not in given]
+    if missing:
+        raise ValueError(
+            f"The saved {config_class} lacks {missing}: these fields decide how the saved weights are read, so no "
+            "default may stand in for them. Restore them in config.json (or pass them to from_pretrained)."
+        )
+
+
+@_plain_errors
 @strict(accept_kwargs=True)
 class GVTVisionConfig(PreTrainedConfig):
     r"""
@@ -137,54 +236,57 @@ class GVTVisionConfig(PreTrainedConfig):
         lowres_cross_attention_dim, highres_cross_attention_dims, highres_pooled_dim: UNet conditioning widths.
         resampler_*: GVT's perceiver resampler; `resampler_layer_norm_eps` also for `ln_vision` before it.
         max_tokens: default token budget (keep at most this many patches per image); `None` for no budget.
+
+    Every size and count is an `int` >= 1, every epsilon a finite `float` > 0 (an `int` is accepted where a float is
+    expected); a saved config must hold the fields of `WEIGHT_LAYOUT_FIELDS`.
     """
 
     model_type = "gvt_vision"
     base_config_key = "vision_config"
 
     tokenizer_type: Literal["lavit", "gvt"] = "lavit"
-    image_size: int = 224
-    patch_size: int = 14
-    num_channels: int = 3
-    hidden_size: int = 1408
-    num_hidden_layers: int = 40
-    num_attention_heads: int = 16
-    intermediate_size: int = 6144
+    image_size: int = positive(default=224)
+    patch_size: int = positive(default=14)
+    num_channels: int = positive(default=3)
+    hidden_size: int = positive(default=1408)
+    num_hidden_layers: int = positive(default=40)
+    num_attention_heads: int = positive(default=16)
+    intermediate_size: int = positive(default=6144)
     encoder_mlp_type: Literal["gelu", "swiglu"] = "gelu"
     encoder_sub_layer_norm: bool = False
     encoder_rope: bool = False
-    rope_pretrain_grid_size: int = 16
-    rope_theta: float = 10000.0
-    layer_norm_eps: float = 1e-6
-    tokenizer_layer_norm_eps: float = 1e-5
-    merger_num_layers: int = 12
-    merger_num_attention_heads: int = 16
-    merger_intermediate_size: int = 6144
-    policy_softmax_eps: float = 1e-6
-    codebook_size: int = 16384
-    codebook_dim: int = 32
-    projection_dim: int = 4096
+    rope_pretrain_grid_size: int = positive(default=16)
+    rope_theta: int | float = positive_float(default=10000.0)
+    layer_norm_eps: int | float = positive_float(default=1e-6)
+    tokenizer_layer_norm_eps: int | float = positive_float(default=1e-5)
+    merger_num_layers: int = positive(default=12)
+    merger_num_attention_heads: int = positive(default=16)
+    merger_intermediate_size: int = positive(default=6144)
+    policy_softmax_eps: int | float = positive_float(default=1e-6)
+    codebook_size: int = positive(default=16384)
+    codebook_dim: int = positive(default=32)
+    projection_dim: int = positive(default=4096)
     decoder_types: list[str] | tuple[str, ...] = ("highres", "lowres")
-    decoder_hidden_size: int = 1408
-    decoder_num_layers: int = 12
-    decoder_num_attention_heads: int = 16
-    decoder_intermediate_size: int = 6144
-    decoder_output_dim: int = 1408
-    decoder_num_queries: int = 256
-    decoder_max_positions: int = 256
-    decoder_mask_value: float = -10000.0
-    lowres_cross_attention_dim: int = 768
+    decoder_hidden_size: int = positive(default=1408)
+    decoder_num_layers: int = positive(default=12)
+    decoder_num_attention_heads: int = positive(default=16)
+    decoder_intermediate_size: int = positive(default=6144)
+    decoder_output_dim: int = positive(default=1408)
+    decoder_num_queries: int = positive(default=256)
+    decoder_max_positions: int = positive(default=256)
+    decoder_mask_value: int | float = -10000.0
+    lowres_cross_attention_dim: int = positive(default=768)
     highres_cross_attention_dims: list[int] | tuple[int, ...] = (768, 1280)
-    highres_pooled_dim: int = 1280
-    resampler_num_layers: int = 6
-    resampler_num_attention_heads: int = 16
-    resampler_head_dim: int = 96
-    resampler_num_latents: int = 32
-    resampler_ff_mult: int = 4
-    resampler_num_media_embeds: int = 1
-    resampler_layer_norm_eps: float = 1e-5
+    highres_pooled_dim: int = positive(default=1280)
+    resampler_num_layers: int = positive(default=6)
+    resampler_num_attention_heads: int = positive(default=16)
+    resampler_head_dim: int = positive(default=96)
+    resampler_num_latents: int = positive(default=32)
+    resampler_ff_mult: int = positive(default=4)
+    resampler_num_media_embeds: int = positive(default=1)
+    resampler_layer_norm_eps: int | float = positive_float(default=1e-5)
     max_tokens: int | None = None
-    initializer_range: float = 0.02
+    initializer_range: int | float = non_negative_float(default=0.02)
 
     def __post_init__(self, **kwargs):
         self.decoder_types = list(self.decoder_types)
@@ -225,18 +327,47 @@ class GVTVisionConfig(PreTrainedConfig):
             raise ValueError("encoder_rope needs a head dimension divisible by 4 (2-D rotary embedding).")
 
     def validate_decoders(self):
+        if not math.isfinite(self.decoder_mask_value):
+            raise ValueError(f"decoder_mask_value must be finite, got {self.decoder_mask_value!r}.")
         unknown = set(self.decoder_types) - {"highres", "lowres"}
         if unknown:
             raise ValueError(f"Unknown decoder_types {sorted(unknown)}; expected a subset of ['highres', 'lowres'].")
         if self.decoder_types and self.tokenizer_type != "lavit":
             raise ValueError("Feature decoders exist only for tokenizer_type='lavit'.")
-        if len(self.highres_cross_attention_dims) != 2:
-            raise ValueError("highres_cross_attention_dims must hold two widths (CLIP-L and CLIP-bigG halves).")
+        if len(self.highres_cross_attention_dims) != 2 or not all(d >= 1 for d in self.highres_cross_attention_dims):
+            raise ValueError(
+                "highres_cross_attention_dims must hold two widths >= 1 (CLIP-L and CLIP-bigG halves), got "
+                f"{self.highres_cross_attention_dims!r}."
+            )
         if self.max_tokens is not None and self.max_tokens < 0:
             raise ValueError(f"max_tokens must be None or >= 0, got {self.max_tokens}.")
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> GVTVisionConfig:
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> "GVTVisionConfig":
+        """[`PreTrainedConfig.from_dict`], refusing a saved config that lacks a field of `WEIGHT_LAYOUT_FIELDS`."""
+        cls.check_saved_fields(config_dict, kwargs)
+        return super().from_dict(config_dict, **kwargs)
+
+    @staticmethod
+    def check_saved_fields(config_dict: Mapping, given: Mapping | None = None) -> None:
+        """Raise a `ValueError` naming the fields of `WEIGHT_LAYOUT_FIELDS` that `config_dict` (and `given`) lack."""
+        given = given or {}
+        required = list(WEIGHT_LAYOUT_FIELDS["gvt_vision"])
+        values = {**config_dict, **given}
+        if values.get("tokenizer_type") == "gvt":
+            required += WEIGHT_LAYOUT_FIELDS["gvt_vision/gvt"]
+        elif "tokenizer_type" in values:
+            required += WEIGHT_LAYOUT_FIELDS["gvt_vision/lavit"]
+            decoder_types = values.get("decoder_types") or []
+            if decoder_types:
+                required += WEIGHT_LAYOUT_FIELDS["gvt_vision/decoders"]
+            for decoder_type in ("lowres", "highres"):
+                if isinstance(decoder_types, (list, tuple)) and decoder_type in decoder_types:
+                    required += WEIGHT_LAYOUT_FIELDS[f"gvt_vision/{decoder_type}"]
+        _require_saved_fields("GVTVisionConfig", config_dict, given, required)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "GVTVisionConfig":
         """Build a config from a named preset (`"lavit-7b-v2"`, `"gvt-eva02-l"`, `"tiny"`, `"tiny-gvt"`)."""
         if name not in VISION_PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(VISION_PRESETS)}.")
@@ -303,6 +434,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+@_plain_errors
 @strict(accept_kwargs=True)
 class GVTConfig(PreTrainedConfig):
     r"""
@@ -329,6 +461,9 @@ class GVTConfig(PreTrainedConfig):
             `gvt.ETTCallback`), `forward` adds the tokenizer's own objective (feature reconstruction, codebook /
             commitment, keep ratio) computed from the same tokenizer pass. 0 disables it.
         ett_target_keep_ratio (`float`): the keep-ratio target of that reconstruction term, in (0, 1].
+
+    A saved config must hold the fields of `WEIGHT_LAYOUT_FIELDS["gvt"]` (and `["gvt/text_config"]` in its
+    `text_config`), besides those of its `vision_config`.
     """
 
     model_type = "gvt"
@@ -344,9 +479,9 @@ class GVTConfig(PreTrainedConfig):
     loss_on_visual_tokens: bool = False
     projector_hidden_act: str = "gelu"
     tie_word_embeddings: bool = False
-    initializer_range: float = 0.02
-    ett_reconstruction_weight: float = 0.25
-    ett_target_keep_ratio: float = 0.5
+    initializer_range: int | float = non_negative_float(default=0.02)
+    ett_reconstruction_weight: int | float = non_negative_float(default=0.25)
+    ett_target_keep_ratio: int | float = positive_float(default=0.5)
 
     def __post_init__(self, **kwargs):
         if self.vision_config is None:
@@ -360,6 +495,8 @@ class GVTConfig(PreTrainedConfig):
         elif isinstance(self.text_config, dict):
             text_config = dict(self.text_config)
             model_type = text_config.pop("model_type", "llama")
+            if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+                raise ValueError(f"text_config.model_type {model_type!r} is not a model type transformers knows.")
             self.text_config = CONFIG_MAPPING[model_type](**text_config)
         super().__post_init__(**kwargs)
 
@@ -413,7 +550,24 @@ class GVTConfig(PreTrainedConfig):
         return self.vision_config.codebook_size
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> GVTConfig:
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> "GVTConfig":
+        """[`PreTrainedConfig.from_dict`], refusing a saved config that lacks a field of `WEIGHT_LAYOUT_FIELDS`
+        (its own, its `text_config`'s, its `vision_config`'s)."""
+        _require_saved_fields("GVTConfig", config_dict, kwargs, WEIGHT_LAYOUT_FIELDS["gvt"])
+        for name in ("vision_config", "text_config"):
+            if name in kwargs:  # passed as a config object: nothing was saved
+                continue
+            sub = config_dict[name]
+            if not isinstance(sub, Mapping):
+                raise TypeError(f"The saved GVTConfig's {name} must be a dict, got {type(sub).__name__}.")
+            if name == "vision_config":
+                GVTVisionConfig.check_saved_fields(sub)
+            else:
+                _require_saved_fields("GVTConfig.text_config", sub, {}, WEIGHT_LAYOUT_FIELDS["gvt/text_config"])
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "GVTConfig":
         """Build a config from a named preset (`"lavit-7b-v2"`, `"tiny"`). `vision_config` / `text_config` overrides
         given as dicts update the preset's sub-config fields."""
         if name not in PRESETS:
@@ -424,4 +578,4 @@ class GVTConfig(PreTrainedConfig):
         return cls(vision_config=vision, text_config=text, **{**preset, **overrides})
 
 
-__all__ = ["GVTVisionConfig", "VISION_PRESETS", "GVTConfig", "PRESETS"]
+__all__ = ["GVTVisionConfig", "VISION_PRESETS", "GVTConfig", "PRESETS", "WEIGHT_LAYOUT_FIELDS"]

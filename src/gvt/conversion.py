@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
 
+from .atomic_write import atomic_output_dir
 from .configuration_gvt import GVTVisionConfig
+from .weight_files import checkpoint_read_errors
 
 StateDict = dict[str, torch.Tensor]
 Rule = tuple[str, Callable[[re.Match, torch.Tensor], StateDict]]
@@ -45,15 +45,19 @@ LAVIT_STEMS = {
 
 
 def load_state_dict_file(path: str | os.PathLike) -> StateDict:
-    """Read a `.safetensors` file or a pickled `.bin`/`.pt`/`.pth` state dict (with `weights_only=True`)."""
+    """Read a `.safetensors` file or a pickled `.bin`/`.pt`/`.pth` state dict (with `weights_only=True`).
+
+    A file that cannot be read (truncated, not a checkpoint, or a pickle of anything but tensors) raises a
+    `ValueError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint file at {path}.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    with checkpoint_read_errors(path):
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
     for wrapper in ("model", "state_dict", "module"):
         if isinstance(state, Mapping) and set(state) == {wrapper}:
             state = state[wrapper]
@@ -215,6 +219,15 @@ _GVT_RULES: list[Rule] = [
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def check_num_heads(num_heads: int) -> int:
+    """The head count argument of a conversion: a positive `int` (shapes do not determine it)."""
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int):
+        raise TypeError(f"num_heads must be an int, got {num_heads!r}.")
+    if num_heads < 1:
+        raise ValueError(f"num_heads must be >= 1, got {num_heads} (LaVIT-7B-v2 and GVT use 16).")
+    return num_heads
+
+
 def _require(state_dict: Mapping[str, torch.Tensor], key: str, source: str) -> torch.Tensor:
     if key not in state_dict:
         raise ValueError(f"Missing key {key!r} in the {source} checkpoint.")
@@ -308,6 +321,7 @@ def convert_lavit_tokenizer(
 ) -> tuple[GVTVisionConfig, StateDict]:
     """LaVIT's `eva_vitg_psz14` + `tokenizer_encoder` (+ decoders, + `visual_weight` for the understanding variant)
     -> `(GVTVisionConfig, state_dict)` of a [`GVTVisionTokenizer`]."""
+    check_num_heads(num_heads)
     tokenizer_state_dict = dict(tokenizer_state_dict)
     if visual_weight_state_dict is not None:
         allowed = ("causal_encoder.", "token_predictor.", "vit_proj.")
@@ -362,6 +376,7 @@ def convert_gvt_tokenizer(
     state_dict: Mapping[str, torch.Tensor], num_heads: int = 16
 ) -> tuple[GVTVisionConfig, StateDict]:
     """A GVT checkpoint (`visual_encoder.*`, `ln_vision.*`, `perceiver.*`, `llm_proj.*`) -> `(config, state_dict)`."""
+    check_num_heads(num_heads)
     source = "GVT"
     sizes = _encoder_sizes(state_dict, "visual_encoder.", source)
     width = sizes["hidden_size"]
@@ -391,6 +406,7 @@ def load_lavit_release(
     input_dir: str | os.PathLike, understanding: bool = False, num_heads: int = 16, decoders: bool = True
 ) -> tuple[GVTVisionConfig, StateDict]:
     """Convert the visual tokenizer of a local LaVIT release folder (`.bin` or `.safetensors` files)."""
+    check_num_heads(num_heads)
     files = {name: find_checkpoint(input_dir, stem) for name, stem in LAVIT_STEMS.items()}
     required = ("encoder", "tokenizer") + (("visual_weight",) if understanding else ())
     absent = [f"{LAVIT_STEMS[name]}.bin" for name in required if files[name] is None]
@@ -416,20 +432,19 @@ def build_tokenizer(config: GVTVisionConfig, state_dict: Mapping[str, torch.Tens
     return model.eval()
 
 
-def save_atomically(model, output_dir: str | os.PathLike, **save_kwargs) -> Path:
-    """`save_pretrained` into a temporary sibling folder, then move it into place: never a half-written output."""
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+def save_atomically(
+    model,
+    output_dir: str | os.PathLike,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
+    **save_kwargs,
+) -> Path:
+    """`save_pretrained` through [`gvt.atomic_write.atomic_output_dir`]: staged beside `output_dir`, then swapped into
+    place; a non-empty `output_dir` is refused unless `overwrite`, and so is an output that is, is inside or contains
+    one of `inputs`."""
+    with atomic_output_dir(output_dir, overwrite=overwrite, inputs=inputs) as staging:
         model.save_pretrained(staging, **save_kwargs)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output_dir
+    return Path(output_dir)
 
 
 __all__ = [
@@ -440,4 +455,5 @@ __all__ = [
     "load_lavit_release",
     "build_tokenizer",
     "save_atomically",
+    "check_num_heads",
 ]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .atomic_write import atomic_output_file, check_output_file, write_text_atomically
 from .default_model import DefaultModel, load_default
 
 DEFAULT_NUM_SCENES = 100
@@ -146,13 +147,6 @@ def _generated_text(output) -> str:
     return output["generated_text"].strip()
 
 
-def _save_atomically(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    image.save(staging, format="PNG")
-    os.replace(staging, path)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The demo
 # ----------------------------------------------------------------------------------------------------------------
@@ -187,6 +181,9 @@ def run_demo(
 
     if num_scenes < 1:
         raise ValueError(f"num_scenes must be >= 1, got {num_scenes}.")
+    for output in (picture, json_path):  # refuse an unusable output path before the evaluation, not after it
+        if output is not None:
+            check_output_file(output)
     start = time.perf_counter()
     default = load_default(model, with_decoder=picture is not None)
     seed = _seed_of(default) if seed is None else seed
@@ -210,7 +207,8 @@ def run_demo(
         captioner = default.captioner()
         captions = [_generated_text(output) for output in captioner(images, max_new_tokens=48)]
         picture_image = demo_picture(default, images, captions, [scenes[i]["caption"] for i in range(rows)], seed)
-        _save_atomically(picture_image, Path(picture))
+        with atomic_output_file(picture) as staging:
+            picture_image.save(staging, format="PNG")
         print(f"wrote {picture}")
         results["picture"] = str(picture)
     results["seconds"] = time.perf_counter() - start
@@ -224,11 +222,7 @@ def run_demo(
             num_questions=results["num_questions"],
             model=str(default.path),
         )
-        path = Path(json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.tmp")
-        staging.write_text(json.dumps(summary, indent=1))
-        os.replace(staging, path)
+        write_text_atomically(json_path, json.dumps(summary, indent=1))
     return results
 
 

@@ -1,10 +1,10 @@
 """Hub model cards for converted LaVIT / GVT repos: YAML metadata (`huggingface_hub.ModelCardData`), usage snippets
 (captioning, VQA, tokenization, text-to-image), the reference results and the conversion provenance.
 
-    from gvt.model_cards import build_model_card
+    from gvt.model_cards import build_model_card, save_model_card, validate_model_card
     card = build_model_card(repo_id="my-org/LaVIT-7B-v2-hf", kind="lavit")
     validate_model_card(card)          # offline checks (the Hub's own validator needs the network)
-    card.save("README.md")
+    save_model_card(card, "README.md")  # written beside, then renamed into place
 
 The usage snippets are fenced ```python blocks that run in order in one namespace; `extract_snippets` returns them
 (the tests run them against a tiny converted repo).
@@ -13,12 +13,16 @@ The usage snippets are fenced ```python blocks that run in order in one namespac
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Literal
 
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
+
+from .atomic_write import atomic_output_file
 
 TAGS = ["gvt", "lavit", "visual-tokenizer", "image-text-to-text", "custom_code"]
 
@@ -101,6 +105,7 @@ _CAPTION = """```python
 # Captioning: `[IMG] <image> [/IMG]` and no prompt; caption defaults come from generation_config.json
 inputs = processor(images=image, text="", return_tensors="pt")
 with torch.no_grad():
+    inputs = model.expand_image_tokens(**inputs)  # the image at its own number of positions, as generate returns it
     output = model.generate(**inputs)
 caption = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
 print(caption)
@@ -111,6 +116,7 @@ _VQA = """```python
 question = "What is in the picture?"
 inputs = processor(images=image, text="{vqa_prompt}".format(question), return_tensors="pt")
 with torch.no_grad():
+    inputs = model.expand_image_tokens(**inputs)
     output = model.generate(**inputs, {vqa_kwargs})
 answer = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
 print(answer)
@@ -357,4 +363,20 @@ def validate_model_card(card: ModelCard | str) -> ModelCardData:
     return data
 
 
-__all__ = ["build_model_card", "extract_snippets", "validate_model_card", "TAGS", "LAVIT_RESULTS", "GVT_RESULTS"]
+def save_model_card(card: ModelCard, path: str | os.PathLike) -> Path:
+    """`card.save(path)` through [`gvt.atomic_write.atomic_output_file`]: a reader never sees half a card, and a
+    stale staging file of a killed run is cleaned."""
+    with atomic_output_file(path) as staging:
+        card.save(staging)
+    return Path(path)
+
+
+__all__ = [
+    "build_model_card",
+    "extract_snippets",
+    "validate_model_card",
+    "save_model_card",
+    "TAGS",
+    "LAVIT_RESULTS",
+    "GVT_RESULTS",
+]

@@ -32,6 +32,7 @@ from .layers import (
     eva_rotary_cos_sin,
     key_padding_attention_mask,
 )
+from .weight_files import weight_read_errors
 
 logger = logging.get_logger(__name__)
 
@@ -546,6 +547,12 @@ class GVTPreTrainedModel(PreTrainedModel):
         "merger_cross_attentions": OutputRecorder(None, index=1, layer_name="token_merger", class_name="cross_attn"),
         "resampler_attentions": OutputRecorder(GVTPerceiverAttention, index=1),
     }
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """[`PreTrainedModel.from_pretrained`]; an unreadable weight file raises a `ValueError` naming it."""
+        with weight_read_errors(pretrained_model_name_or_path, kwargs.get("subfolder", "")):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module):
         super()._init_weights(module)

@@ -60,6 +60,7 @@ from transformers.dynamic_module_utils import get_relative_import_files
 
 # Remote code: for a local folder, diffusers copies only the files that the pipeline module imports directly (one
 # level), so this module imports from every module of its code, not only the ones it uses.
+from .atomic_write import atomic_output_file, check_output_file
 from .configuration_gvt import GVTVisionConfig  # noqa: F401
 from .layers import GVTAttention  # noqa: F401
 from .modeling_gvt import GVTVisionTokenizer
@@ -806,6 +807,13 @@ def reconstruct_files(
     **call_kwargs,
 ) -> list[Path]:
     """Tokenize and decode image files with `pipeline`; write `<stem>_reconstruction.png` files into `output_dir`."""
+    output_dir = Path(output_dir)
+    targets = [output_dir / f"{Path(path).stem}_reconstruction.png" for path in image_paths]
+    clashes = sorted({str(t) for t in targets if targets.count(t) > 1})
+    if clashes:
+        raise ValueError(f"Several images would be written to the same file {clashes}; give images of distinct names.")
+    for target in targets:
+        check_output_file(target, inputs=image_paths)
     images = []
     for path in image_paths:
         if not Path(path).is_file():
@@ -814,16 +822,10 @@ def reconstruct_files(
             images.append(image.convert("RGB"))
     generators = [torch.Generator().manual_seed(seed + index) for index in range(len(images))]
     outputs = pipeline(images=images, generator=generators, output_type="pil", **call_kwargs).images
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, image in zip(image_paths, outputs):
-        target = output_dir / f"{Path(path).stem}_reconstruction.png"
-        staging = target.with_name(f".{target.name}.tmp")
-        image.save(staging, format="PNG")
-        os.replace(staging, target)
-        written.append(target)
-    return written
+    for target, image in zip(targets, outputs):
+        with atomic_output_file(target) as staging:
+            image.save(staging, format="PNG")
+    return targets
 
 
 __all__ = [

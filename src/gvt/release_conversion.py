@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,8 +34,16 @@ from typing import Any
 
 import torch
 
+from .atomic_write import HF_WEIGHT_FILES, atomic_output_dir, check_output_dir
 from .configuration_gvt import GVTConfig, GVTVisionConfig
-from .conversion import build_tokenizer, convert_gvt_tokenizer, load_lavit_release, load_state_dict_file
+from .conversion import (
+    build_tokenizer,
+    check_num_heads,
+    convert_gvt_tokenizer,
+    load_lavit_release,
+    load_state_dict_file,
+)
+from .weight_files import checkpoint_read_errors
 
 LANGUAGE_MODEL_DIR = "language_model"
 DECODER_SUBFOLDERS = {"highres": "decoder", "lowres": "decoder_lowres"}
@@ -44,6 +51,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Derived buffers that older Llama checkpoints carry (recomputed from the config, never weights).
 IGNORED_LLM_KEYS = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
 VISUAL_TOKEN_TEMPLATE = "<visual_{}>"
+# What an earlier conversion in the same folder may hold that a new one supersedes even where it writes no file of that
+# name (other shards, a decoder folder skipped with --no-decoders, the image-generation defaults of a LaVIT repo).
+CONVERTED_REPO_ENTRIES = (*HF_WEIGHT_FILES, "decoder", "decoder_lowres", "image_generation_config.json")
 
 # The reference's defaults (LaVIT `lavit_for_understanding.generate` / `predict_answers`, `generate_image`).
 CAPTION_GENERATION_DEFAULTS: dict[str, Any] = {"num_beams": 2, "max_new_tokens": 36, "min_new_tokens": 8}
@@ -74,14 +84,19 @@ StateDict = dict[str, torch.Tensor]
 
 def parse_size(size: int | str) -> int:
     """`"2GB"`, `"500MB"`, `"64KiB"` or a byte count -> bytes."""
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
+        raise TypeError(f"A size must be a byte count or a string such as '2GB', got {size!r}.")
     if isinstance(size, int):
-        return size
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*", str(size), flags=re.IGNORECASE)
-    if not match:
-        raise ValueError(f"Cannot parse the size {size!r}; use e.g. '2GB', '500MB' or a byte count.")
-    number, unit, binary = float(match.group(1)), match.group(2).upper(), match.group(3)
-    base = 1024 if binary else 1000
-    return int(number * base ** " KMGT".index(unit or " "))
+        number = size
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*", size, flags=re.IGNORECASE)
+        if not match:
+            raise ValueError(f"Cannot parse the size {size!r}; use e.g. '2GB', '500MB' or a byte count.")
+        value, unit, binary = float(match.group(1)), match.group(2).upper(), match.group(3)
+        number = int(value * (1024 if binary else 1000) ** " KMGT".index(unit or " "))
+    if number < 1:
+        raise ValueError(f"A shard size must be at least 1 byte, got {size!r}.")
+    return number
 
 
 def find_language_model_shards(directory: str | os.PathLike) -> list[Path]:
@@ -123,14 +138,19 @@ def iter_checkpoint_tensors(path: str | os.PathLike) -> Iterator[tuple[str, torc
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
+        with checkpoint_read_errors(path):
+            opened = safe_open(str(path), framework="pt", device="cpu")
+        with opened as handle:
             for key in handle.keys():
-                yield key, handle.get_tensor(key)
+                with checkpoint_read_errors(path):
+                    tensor = handle.get_tensor(key)
+                yield key, tensor
         return
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    with checkpoint_read_errors(path):
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a flat state dict of tensors.")
     keys = list(state)
@@ -527,10 +547,10 @@ def write_generation_configs(directory: Path, tokenizer, layout: VocabularyLayou
 
 
 def _cast_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in DTYPES.values()):
         return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or None: keep the release's), got {dtype!r}.")
     return DTYPES[dtype]
 
 
@@ -550,18 +570,6 @@ class ConversionSummary:
     understanding: bool = False
     gvt_version: str = ""
     ignored_keys: list[str] = field(default_factory=list)
-
-
-def _staging(output_dir: Path) -> Path:
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-
-
-def _commit(staging: Path, output_dir: Path) -> Path:
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    os.replace(staging, output_dir)
-    return output_dir
 
 
 def _language_model_config(directory: Path, vocab_size: int, pad_token_id: int | None) -> dict:
@@ -614,6 +622,7 @@ def convert_lavit_release(
     max_shard_size: int | str = "2GB",
     decoders: bool = True,
     model_card: dict | None = None,
+    overwrite: bool = False,
 ) -> ConversionSummary:
     """Convert a local LaVIT release folder into one repo at `output_dir` (see the module docstring).
 
@@ -621,11 +630,18 @@ def convert_lavit_release(
     (`image_input_mode="features"`, the release's understanding model); otherwise the LLM reads visual ids (`"ids"`,
     the release's generation model). `dtype` (`"fp32"`, `"fp16"`, `"bf16"`; default: keep the release's) applies to
     every weight. `model_card`: keyword arguments of [`gvt.model_cards.build_model_card`] (`None`: no card).
+    `output_dir` must be absent or empty unless `overwrite` (see [`gvt.atomic_write.atomic_output_dir`]: the old
+    conversion is replaced, other files in the folder are kept), and must not overlap `input_dir`.
     """
     from . import __version__
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     torch_dtype = _cast_dtype(dtype)
+    check_num_heads(num_heads)
+    parse_size(max_shard_size)
+    check_output_dir(output_dir, overwrite, inputs=[input_dir], owns=CONVERTED_REPO_ENTRIES)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"No LaVIT release folder at {input_dir}.")
     llm_dir = input_dir / LANGUAGE_MODEL_DIR
     if not llm_dir.is_dir():
         raise FileNotFoundError(f"{input_dir} has no {LANGUAGE_MODEL_DIR}/ folder; is it a LaVIT release?")
@@ -651,8 +667,7 @@ def convert_lavit_release(
     if listed is not None:
         check_language_model_keys(listed, expected, "index")
 
-    staging = _staging(output_dir)
-    try:
+    with atomic_output_dir(output_dir, overwrite, inputs=[input_dir], owns=CONVERTED_REPO_ENTRIES) as staging:
         writer = ShardedSafetensorsWriter(staging, max_shard_size, torch_dtype)
         for key, tensor in vision_state_dict.items():
             target = "vision_tokenizer." + key
@@ -685,10 +700,6 @@ def convert_lavit_release(
             ignored_keys=["EVA head.* / norm.* (unused by the tokenizer)", "rotary_emb.inv_freq (derived)"],
         )
         _write_rest(staging, config, tokenizer, layout, summary, model_card)
-        _commit(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return summary
 
 
@@ -723,16 +734,23 @@ def convert_gvt_release(
     dtype: str | torch.dtype | None = None,
     max_shard_size: int | str = "2GB",
     model_card: dict | None = None,
+    overwrite: bool = False,
 ) -> ConversionSummary:
     """A GVT checkpoint (EVA-02 encoder + perceiver resampler + `llm_proj`) and its Vicuna/Llama folder -> one
     `GVTConfig` repo in `"features"` mode (the resampler's 32 latents go to the LLM through the projection).
 
     GVT has no image delimiters; the converted repo adds `<image>`, `[IMG]`, `[/IMG]` after the text vocabulary
-    (mean-initialised rows), because the processor lays images out as `[IMG] <image> [/IMG]`."""
+    (mean-initialised rows), because the processor lays images out as `[IMG] <image> [/IMG]`. `output_dir`: as in
+    [`convert_lavit_release`]."""
     from . import __version__
 
     checkpoint, llm_dir, output_dir = Path(checkpoint), Path(language_model_dir), Path(output_dir)
     torch_dtype = _cast_dtype(dtype)
+    check_num_heads(num_heads)
+    parse_size(max_shard_size)
+    check_output_dir(output_dir, overwrite, inputs=[checkpoint, llm_dir], owns=CONVERTED_REPO_ENTRIES)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"No GVT checkpoint file at {checkpoint}.")
     shards = find_language_model_shards(llm_dir)
     vision_config, vision_state_dict = convert_gvt_tokenizer(load_state_dict_file(checkpoint), num_heads=num_heads)
     tokenizer = load_text_tokenizer(llm_dir)
@@ -751,8 +769,8 @@ def convert_gvt_release(
     if listed is not None:
         check_language_model_keys(listed, expected, "index")
 
-    staging = _staging(output_dir)
-    try:
+    inputs = [checkpoint, llm_dir]
+    with atomic_output_dir(output_dir, overwrite, inputs=inputs, owns=CONVERTED_REPO_ENTRIES) as staging:
         writer = ShardedSafetensorsWriter(staging, max_shard_size, torch_dtype)
         for key, tensor in vision_state_dict.items():
             writer.add("vision_tokenizer." + key, tensor)
@@ -775,10 +793,6 @@ def convert_gvt_release(
             ignored_keys=["EVA-02 head.* / norm.* / fc_norm.* (unused)", "rope.freqs_* (derived)"],
         )
         _write_rest(staging, config, tokenizer, layout, summary, model_card)
-        _commit(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return summary
 
 

@@ -8,20 +8,21 @@ transformers ecosystem.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 
-from .configuration_gvt import GVTConfig
+from .atomic_write import HF_WEIGHT_FILES, atomic_output_dir, check_output_dir
+from .configuration_gvt import VISION_PRESETS, GVTConfig
 from .image_processing_gvt import GVTImageProcessor
 from .modeling_lavit import LaVITForCausalLM
 from .processing_gvt import CHAT_TEMPLATE, GVTProcessor
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "[IMG]", "[/IMG]"]
+# What an earlier tiny-random repo in the same folder holds that a new one supersedes (see `gvt.atomic_write`).
+TINY_RANDOM_ENTRIES = (*HF_WEIGHT_FILES, "decoder")
 
 _WORDS = (
     "a an the of in on at with and or is are was be this that it its there here what which how many much who where "
@@ -65,10 +66,17 @@ def build_tiny_text_tokenizer(vocab_size: int = 256) -> PreTrainedTokenizerFast:
 def build_tiny_random(
     image_input_mode: str = "ids", seed: int = 0, **config_overrides
 ) -> tuple[LaVITForCausalLM, GVTProcessor]:
-    """A tiny random [`LaVITForCausalLM`] (tiny vision preset, 2-layer Llama of width 48) and its processor."""
+    """A tiny random [`LaVITForCausalLM`] (tiny vision preset, 2-layer Llama of width 48) and its processor.
+
+    Its feature decoders reconstruct the encoder's features (`decoder_output_dim = hidden_size`), so every mode can
+    train its tokenizer (`gvt train tokenizer`) and `"codebook"` mode can run ETT. `config_overrides` (e.g.
+    `vision_config={...}`) go to [`GVTConfig.from_preset`]."""
     tokenizer = build_tiny_text_tokenizer()
+    vision_overrides = dict(config_overrides.pop("vision_config", {}))
+    vision_overrides.setdefault("decoder_output_dim", VISION_PRESETS["tiny"]["hidden_size"])
     config = GVTConfig.from_preset(
         "tiny",
+        vision_config=vision_overrides,
         image_input_mode=image_input_mode,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         image_start_token_id=tokenizer.convert_tokens_to_ids("[IMG]"),
@@ -103,34 +111,21 @@ def save_tiny_random(
     overwrite: bool = False,
     with_decoder: bool = True,
 ) -> Path:
-    """Write a complete tiny random repo to `out_dir` (written to a temporary folder, then renamed into place).
+    """Write a complete tiny random repo to `out_dir` through [`gvt.atomic_write.atomic_output_dir`] (staged beside
+    it, then renamed into place; a non-empty `out_dir` is refused unless `overwrite`, other files in it are kept).
 
-    Also writes `OUT/decoder` (the diffusers decoder pipeline) when `gvt.pipeline_lavit_decoder` provides
-    `build_tiny_decoder_pipeline`.
+    Also writes `OUT/decoder` (the diffusers decoder pipeline) when `with_decoder`.
     """
-    target = Path(out_dir)
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(f"{target} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+    check_output_dir(out_dir, overwrite, owns=TINY_RANDOM_ENTRIES)
     model, processor = build_tiny_random(image_input_mode=image_input_mode, seed=seed)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_output_dir(out_dir, overwrite, owns=TINY_RANDOM_ENTRIES) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         if with_decoder:
-            try:
-                from .pipeline_lavit_decoder import build_tiny_decoder_pipeline
-            except ImportError:
-                build_tiny_decoder_pipeline = None
-            if build_tiny_decoder_pipeline is not None:
-                build_tiny_decoder_pipeline(model.vision_tokenizer).save_pretrained(staging / "decoder")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+            from .pipeline_lavit_decoder import build_tiny_decoder_pipeline
+
+            build_tiny_decoder_pipeline(model.vision_tokenizer).save_pretrained(staging / "decoder")
+    return Path(out_dir)
 
 
 __all__ = ["build_tiny_text_tokenizer", "build_tiny_random", "save_tiny_random", "CHAT_TEMPLATE", "SPECIAL_TOKENS"]

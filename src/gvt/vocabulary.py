@@ -86,9 +86,12 @@ class SplicedSequence:
 
     Args:
         input_ids, attention_mask (`[B, L']`): the expanded batch, padded on the same side as the input.
-        labels (`[B, L']` or None): expanded labels; image positions carry the visual ids (mask them as needed).
+        labels (`[B, L']` or None): expanded labels; image positions carry the image's ids (mask them as needed).
         image_batch_index, image_position (`[M]`): where the M real image tokens went, in the order of
             `image_token_ids[image_attention_mask.bool()]` (image by image, left to right).
+        position_ids (`[B, L']` or None): expanded position ids (when given): every text token keeps its position
+            shifted by the extra slots of the images before it; the j-th token of an image whose placeholder had
+            position p gets p + j (shifted alike); new padding gets 0.
     """
 
     input_ids: torch.Tensor
@@ -96,6 +99,7 @@ class SplicedSequence:
     labels: torch.Tensor | None
     image_batch_index: torch.Tensor
     image_position: torch.Tensor
+    position_ids: torch.Tensor | None = None
 
 
 def splice_image_tokens(
@@ -108,12 +112,14 @@ def splice_image_tokens(
     labels: torch.Tensor | None = None,
     left_padding: bool | None = None,
     ignore_index: int = -100,
+    position_ids: torch.Tensor | None = None,
 ) -> SplicedSequence:
     """Replace the k-th placeholder of the batch (row-major order) by the real tokens of image k, in one vectorised
     scatter (no loop over images).
 
     Args:
-        input_ids (`[B, T]`), attention_mask (`[B, T]` or None), labels (`[B, T]` or None): the text batch.
+        input_ids (`[B, T]`), attention_mask (`[B, T]` or None), labels (`[B, T]` or None), position_ids (`[B, T]`
+            or None): the text batch.
         placeholder_mask (`[B, T]` bool): where the image placeholders are.
         image_token_ids (`[N, L]`): LLM ids of each image's tokens, right-padded; `image_attention_mask` marks the
             real ones (an image may have none).
@@ -145,9 +151,14 @@ def splice_image_tokens(
 
     new_ids = torch.full((batch_size, new_length), pad_token_id, dtype=input_ids.dtype, device=device)
     new_mask = torch.zeros((batch_size, new_length), dtype=attention_mask.dtype, device=device)
-    new_labels = None
+    new_labels = new_positions = None
     if labels is not None:
         new_labels = torch.full((batch_size, new_length), ignore_index, dtype=labels.dtype, device=device)
+    if position_ids is not None:
+        new_positions = torch.zeros((batch_size, new_length), dtype=position_ids.dtype, device=device)
+        # Each slot keeps the caller's position, shifted by the extra slots of the images before it.
+        extra_before = (spans - 1).cumsum(dim=1) - (spans - 1)
+        shifted = position_ids + extra_before.to(position_ids.dtype)
 
     rows = torch.arange(batch_size, device=device)[:, None].expand(batch_size, length)
     text = ~placeholder_mask
@@ -156,6 +167,8 @@ def splice_image_tokens(
     new_mask[text_rows, text_positions] = attention_mask[text]
     if labels is not None:
         new_labels[text_rows, text_positions] = labels[text]
+    if position_ids is not None:
+        new_positions[text_rows, text_positions] = shifted[text]
 
     image_rows = rows[placeholder_mask]  # [N]
     image_starts = starts[placeholder_mask]  # [N]
@@ -168,7 +181,42 @@ def splice_image_tokens(
     new_mask[image_batch_index, image_position] = 1
     if labels is not None:
         new_labels[image_batch_index, image_position] = values.to(new_labels.dtype)
-    return SplicedSequence(new_ids, new_mask, new_labels, image_batch_index, image_position)
+    if position_ids is not None:
+        image_positions = shifted[placeholder_mask][:, None] + offsets.to(position_ids.dtype)
+        new_positions[image_batch_index, image_position] = image_positions[real]
+    return SplicedSequence(new_ids, new_mask, new_labels, image_batch_index, image_position, new_positions)
 
 
-__all__ = ["GVTVocabulary", "SplicedSequence", "splice_image_tokens"]
+def image_placeholder_layout(placeholder_mask: torch.Tensor, token_counts: torch.Tensor) -> torch.Tensor:
+    """Which images are *collapsed* (one placeholder) in `placeholder_mask` `[B, T]`; the others are *expanded* (one
+    placeholder per visual token). Returns a bool tensor `[N]` over the N images of `token_counts` `[N]`.
+
+    The placeholders form runs (maximal stretches of consecutive placeholders in a row); in reading order, image k
+    owns the k-th run, which holds either 1 placeholder (collapsed) or exactly `token_counts[k]` (expanded; an
+    expanded image without tokens has no run at all). Both readings agree where an image has one token. Anything else
+    raises a `ValueError` that names the images and counts.
+    """
+    counts = token_counts.long().to(placeholder_mask.device)
+    num_images = counts.shape[0]
+    previous = torch.zeros_like(placeholder_mask)
+    previous[:, 1:] = placeholder_mask[:, :-1]
+    run_starts = (placeholder_mask & ~previous).flatten()
+    run_index = run_starts.long().cumsum(0) - 1
+    num_runs = int(run_starts.sum())
+    run_lengths = torch.bincount(run_index[placeholder_mask.flatten()], minlength=num_runs)
+    if num_runs == num_images:
+        collapsed = run_lengths == 1
+        if bool((collapsed | (run_lengths == counts)).all()):
+            return collapsed
+    nonzero = counts[counts > 0]
+    if num_runs == nonzero.shape[0] and bool((run_lengths == nonzero).all()):
+        return torch.zeros(num_images, dtype=torch.bool, device=counts.device)
+    raise ValueError(
+        f"input_ids hold {int(placeholder_mask.sum())} image placeholder(s) in {num_runs} run(s) of lengths "
+        f"{run_lengths.tolist()} for {num_images} image(s) with {counts.tolist()} visual token(s): each image needs "
+        "either one placeholder (collapsed, as GVTProcessor writes it) or exactly as many consecutive placeholders as "
+        "it has visual tokens (expanded, see LaVITForCausalLM.expand_image_tokens)."
+    )
+
+
+__all__ = ["GVTVocabulary", "SplicedSequence", "splice_image_tokens", "image_placeholder_layout"]

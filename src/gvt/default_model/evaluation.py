@@ -72,6 +72,7 @@ def generate_answers(
         batch_images = images[start : start + batch_size]
         batch_prompts = prompts[start : start + batch_size]
         inputs = processor(images=batch_images, text=batch_prompts, return_tensors="pt", padding=True)
+        inputs = model.expand_image_tokens(**inputs)  # generate returns the expanded prompt, then the answer
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         answers += [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]

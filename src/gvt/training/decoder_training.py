@@ -290,7 +290,10 @@ def fit_vae(
         index = torch.randperm(count, generator=generator)[: batch_size or count]
         pixels = images[index]
         posterior = vae.encode(pixels).latent_dist
-        loss = F.mse_loss(vae.decode(posterior.sample(generator=generator)).sample, pixels) + kl_weight * posterior.kl().mean()
+        loss = (
+            F.mse_loss(vae.decode(posterior.sample(generator=generator)).sample, pixels)
+            + kl_weight * posterior.kl().mean()
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -162,22 +162,23 @@ def _load_model(name: str, mode: str):
     from ..tiny_random import build_tiny_random
 
     if name == "tiny":
-        overrides = {"vision_config": {"decoder_output_dim": 64}} if mode == "codebook" else {}
-        return build_tiny_random(image_input_mode=mode, seed=0, **overrides)
+        return build_tiny_random(image_input_mode=mode, seed=0)
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     return AutoModelForCausalLM.from_pretrained(name), AutoProcessor.from_pretrained(name)
 
 
 def _train_tokenizer_job(args: argparse.Namespace) -> dict[str, Any]:
-    from ..configuration_gvt import GVTVisionConfig
+    from ..atomic_write import HF_WEIGHT_FILES, atomic_output_dir
+    from ..configuration_gvt import VISION_PRESETS, GVTVisionConfig
     from ..image_processing_gvt import GVTImageProcessor
     from ..modeling_gvt import GVTVisionTokenizer
     from .tokenizer_training import train_tokenizer
 
     if args.model == "tiny":
         torch.manual_seed(args.seed)
-        tokenizer = GVTVisionTokenizer(GVTVisionConfig.from_preset("tiny", decoder_output_dim=64))
+        hidden_size = VISION_PRESETS["tiny"]["hidden_size"]
+        tokenizer = GVTVisionTokenizer(GVTVisionConfig.from_preset("tiny", decoder_output_dim=hidden_size))
     else:
         tokenizer = GVTVisionTokenizer.from_pretrained(args.model)
     size = tokenizer.config.image_size
@@ -189,6 +190,9 @@ def _train_tokenizer_job(args: argparse.Namespace) -> dict[str, Any]:
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    resume = None
+    if args.resume is not None:
+        resume = True if args.resume == "last" else args.resume
     history = train_tokenizer(
         tokenizer,
         pixels,
@@ -199,30 +203,94 @@ def _train_tokenizer_job(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         progress_bar=not args.no_progress,
         accelerator=accelerator,
+        save_steps=args.save_steps,
+        checkpoint_dir=args.output_dir,
+        resume_from_checkpoint=resume,
     )
     if accelerator is None or accelerator.is_main_process:
-        tokenizer.save_pretrained(args.output_dir)
+        # the final model replaces an earlier one in the folder; its checkpoints (and anything else) are kept
+        with atomic_output_dir(args.output_dir, overwrite=True, owns=HF_WEIGHT_FILES) as staging:
+            tokenizer.save_pretrained(staging)
     return {"loss": history.loss, "final_loss": history.loss[-1]}
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-<step>` of a `Trainer` run whose `trainer_state.json` (the file `Trainer` writes last)
+    exists and parses: a run killed while saving leaves a partial checkpoint that must not be resumed."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    found = []
+    for entry in folder.iterdir():
+        step = entry.name[len(PREFIX_CHECKPOINT_DIR) + 1 :]
+        if entry.name.startswith(PREFIX_CHECKPOINT_DIR + "-") and step.isdigit() and _trainer_state_ok(entry):
+            found.append((int(step), entry))
+        elif entry.name.startswith(PREFIX_CHECKPOINT_DIR + "-") and step.isdigit():
+            logger.warning(f"Skipping the incomplete checkpoint {entry} (an interrupted save).")
+    return str(max(found)[1]) if found else None
+
+
+def _trainer_state_ok(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _resume_argument(args: argparse.Namespace) -> str | None:
+    if args.resume is None:
+        return None
+    if args.resume == "last":
+        found = last_complete_checkpoint(args.output_dir)
+        if found is None:
+            raise FileNotFoundError(f"--resume last: no complete checkpoint in {args.output_dir}.")
+        return found
+    if not _trainer_state_ok(Path(args.resume)):
+        raise FileNotFoundError(f"--resume {args.resume}: not a complete checkpoint (no readable trainer_state.json).")
+    return args.resume
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Run `gvt train JOB` from parsed arguments; returns the exit code."""
+    from ..atomic_write import check_output_dir
+
+    # before any work: not the working directory, not a file (the folder may hold checkpoints to resume)
+    check_output_dir(args.output_dir, overwrite=True)
     if args.job == "tokenizer":
         result = _train_tokenizer_job(args)
     else:
         result = _train_llm_job(args)
     if args.result_json and int(os.environ.get("RANK", "0")) == 0:
-        Path(args.result_json).write_text(json.dumps(result, indent=1))
+        from ..atomic_write import write_text_atomically
+
+        write_text_atomically(args.result_json, json.dumps(result, indent=1))
     print(f"gvt train {args.job}: final loss {result['final_loss']:.6f}; saved to {args.output_dir}")
     return 0
 
 
 def _train_llm_job(args: argparse.Namespace) -> dict[str, Any]:
+    resume = _resume_argument(args)
     model, processor = _load_model(args.model, "codebook" if args.job == "ett" else "ids")
     callbacks = []
     if args.job == "ett":
+        if model.config.image_input_mode != "codebook":
+            raise ValueError(
+                f"gvt train ett needs a model in 'codebook' mode; {args.model} is in "
+                f"{model.config.image_input_mode!r} mode."
+            )
         if args.alpha is not None:
             model.config.ett_reconstruction_weight = args.alpha
+        if model.config.ett_reconstruction_weight > 0:
+            try:
+                model.ett_decoder_type()
+            except ValueError as error:
+                reason = str(error).split("; or set")[0].rstrip(".")
+                raise ValueError(
+                    f"{reason}. Pass --alpha 0 to tune the tokenizer on the caption loss alone."
+                ) from None
         unfreeze = args.unfreeze_step if args.unfreeze_step is not None else args.max_steps // 2
         callbacks.append(ETTCallback(unfreeze_step=unfreeze, refreeze_step=args.refreeze_step))
     else:
@@ -251,7 +319,6 @@ def _train_llm_job(args: argparse.Namespace) -> dict[str, Any]:
         **save,
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=rows, data_collator=collator, callbacks=callbacks)
-    resume = True if args.resume == "last" else args.resume
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero() and hasattr(processor, "save_pretrained"):
@@ -268,7 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     return run_train(parser.parse_args(argv))
 
 
-__all__ = ["training_arguments", "make_lora_model", "load_rows", "add_train_arguments", "run_train", "main"]
+__all__ = [
+    "training_arguments",
+    "make_lora_model",
+    "load_rows",
+    "add_train_arguments",
+    "run_train",
+    "last_complete_checkpoint",
+    "main",
+]
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ restarts as in vector-quantize-pytorch).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.utils import ModelOutput, logging
 
+from ..atomic_write import atomic_output_dir
 from ..modeling_gvt import GVTVisionEncoder, GVTVisionTokenizer, GVTVisionTokenizerOutput
 from .losses import (
     DistillationLossType,
@@ -202,9 +205,9 @@ def _batches(
                 raise ValueError("The training data yielded no batch.")
 
 
-def _progress(num_steps: int, description: str, accelerator, progress_bar: bool):
+def _progress(num_steps: int, description: str, accelerator, progress_bar: bool, start: int = 0):
     disable = not progress_bar or (accelerator is not None and not accelerator.is_local_main_process)
-    return tqdm(range(num_steps), desc=description, disable=disable)
+    return tqdm(range(start, num_steps), desc=description, disable=disable, initial=start, total=num_steps)
 
 
 def _backward_and_step(loss, parameters, optimizer, accelerator, max_grad_norm: float | None) -> None:
@@ -233,6 +236,68 @@ def _check_positive(**values: float | int) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be > 0, got {value}.")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Checkpoints of train_tokenizer
+# ------------------------------------------------------------------------------------------------------------------
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TRAINING_STATE_NAME = "training_state.pt"
+_HISTORY_LISTS = [
+    f.name for f in fields(TrainingHistory) if f.name not in ("target_keep_ratio", "usage_window", "code_probe")
+]
+
+
+def tokenizer_checkpoints(directory: str | os.PathLike | None) -> list[Path]:
+    """The `checkpoint-<step>` folders of [`train_tokenizer`] in `directory`, oldest first. Each is complete: they
+    are written through [`gvt.atomic_write.atomic_output_dir`]."""
+    if directory is None or not Path(directory).is_dir():
+        return []
+    found = []
+    for entry in Path(directory).iterdir():
+        step = entry.name[len(CHECKPOINT_PREFIX) :]
+        if entry.name.startswith(CHECKPOINT_PREFIX) and step.isdigit() and (entry / TRAINING_STATE_NAME).is_file():
+            found.append((int(step), entry))
+    return [path for _, path in sorted(found)]
+
+
+def _resolve_resume(checkpoint_dir: Path | None, resume_from_checkpoint) -> Path | None:
+    if resume_from_checkpoint is None or resume_from_checkpoint is False:
+        return None
+    if resume_from_checkpoint is True:
+        found = tokenizer_checkpoints(checkpoint_dir)
+        if not found:
+            raise FileNotFoundError(
+                f"No tokenizer checkpoint (checkpoint-<step>/{TRAINING_STATE_NAME}) in {checkpoint_dir}."
+            )
+        return found[-1]
+    path = Path(resume_from_checkpoint)
+    if not (path / TRAINING_STATE_NAME).is_file():
+        raise FileNotFoundError(f"{path} is not a tokenizer checkpoint (it has no {TRAINING_STATE_NAME}).")
+    return path
+
+
+def _save_checkpoint(directory: Path, step: int, model: GVTVisionTokenizer, state: dict[str, Any]) -> Path:
+    """Write `checkpoint-<step>/` (the model by `save_pretrained`, the rest in `training_state.pt`) atomically."""
+    target = directory / f"{CHECKPOINT_PREFIX}{step}"
+    with atomic_output_dir(target) as staging:
+        model.save_pretrained(staging)
+        torch.save(state, staging / TRAINING_STATE_NAME)
+    return target
+
+
+def _load_checkpoint(path: Path, model: GVTVisionTokenizer) -> dict[str, Any]:
+    """Load the weights of a checkpoint into `model` and return its training state (read with `weights_only`)."""
+    from safetensors.torch import load_file
+
+    from ..weight_files import checkpoint_read_errors
+
+    weights = path / "model.safetensors"
+    with checkpoint_read_errors(weights):
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    with checkpoint_read_errors(path / TRAINING_STATE_NAME):
+        return torch.load(path / TRAINING_STATE_NAME, map_location="cpu", weights_only=True)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -363,6 +428,9 @@ def train_tokenizer(
     progress_bar: bool = True,
     callback: Callable[[int, TrainingHistory], None] | None = None,
     accelerator=None,
+    save_steps: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume_from_checkpoint: str | os.PathLike | bool | None = None,
 ) -> TrainingHistory:
     """Train the selector, merger, quantizer (projection and codebook) and one feature decoder of `model` in place
     to reconstruct the encoder's patch features (LaVIT stage 1).
@@ -390,6 +458,12 @@ def train_tokenizer(
         callback: called as `callback(step, history)` after every optimizer step (1-based `step`), e.g. to evaluate.
         accelerator: an `accelerate.Accelerator`; without one, training runs on the model's device. With several
             processes, code usage is summed over them and the codebook is broadcast from process 0 after restarts.
+        save_steps, checkpoint_dir: every `save_steps` optimizer steps, write `checkpoint_dir/checkpoint-<step>/`
+            (the model, and in `training_state.pt` the optimizer, schedule, random generators, code-usage counters
+            and history), each atomically. A fresh run refuses a `checkpoint_dir` that already holds checkpoints.
+        resume_from_checkpoint: `True` (the latest checkpoint of `checkpoint_dir`) or a checkpoint folder: continue
+            from there. With tensor input on one process, the resumed run ends with exactly the weights of an
+            uninterrupted one.
 
     Returns:
         [`TrainingHistory`] with the loss parts, keep ratios and codebook usage of every step. The model is left in
@@ -401,6 +475,17 @@ def train_tokenizer(
     if dead_code_threshold is not None and dead_code_threshold < 1:
         raise ValueError(f"dead_code_threshold must be None or >= 1, got {dead_code_threshold}.")
     usage_window = usage_window or dead_code_threshold or 20
+    if isinstance(save_steps, bool) or not isinstance(save_steps, int) or save_steps < 0:
+        raise ValueError(f"save_steps must be an int >= 0, got {save_steps!r}.")
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if save_steps and checkpoint_dir is None:
+        raise ValueError("save_steps > 0 needs a checkpoint_dir to write the checkpoints to.")
+    resume_path = _resolve_resume(checkpoint_dir, resume_from_checkpoint)
+    if resume_path is None and tokenizer_checkpoints(checkpoint_dir):
+        raise FileExistsError(
+            f"{checkpoint_dir} already holds checkpoints of an earlier run ({tokenizer_checkpoints(checkpoint_dir)[-1].name}); "
+            "resume it (resume_from_checkpoint=True, `--resume last`) or choose another folder."
+        )
     extra = []
     for name, tensor in (("keep_targets", keep_targets), ("code_labels", code_labels)):
         if tensor is None:
@@ -474,8 +559,42 @@ def train_tokenizer(
     steps_since_used = torch.zeros(codebook_size, dtype=torch.long)
     last_used = torch.full((codebook_size,), -1, dtype=torch.long)
     history = TrainingHistory(target_keep_ratio=target_keep_ratio, usage_window=usage_window)
+    probe = _unwrap(objective).code_probe
 
-    progress = _progress(num_steps, "tokenizer", accelerator, progress_bar)
+    start_step = 0
+    if resume_path is not None:
+        state = _load_checkpoint(resume_path, model)
+        start_step = int(state["step"])
+        if start_step > num_steps:
+            raise ValueError(f"{resume_path} is at step {start_step}, beyond num_steps={num_steps}.")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        cpu_generator.set_state(state["cpu_generator"])
+        sample_generator.set_state(state["sample_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        steps_since_used.copy_(state["steps_since_used"])
+        last_used.copy_(state["last_used"])
+        for name in _HISTORY_LISTS:
+            setattr(history, name, list(state["history"][name]))
+        if probe is not None and state.get("code_probe") is not None:
+            probe.load_state_dict(state["code_probe"])
+        logger.info(f"Resumed tokenizer training from {resume_path} (step {start_step}).")
+
+    def checkpoint_state(step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "cpu_generator": cpu_generator.get_state(),
+            "sample_generator": sample_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "steps_since_used": steps_since_used.clone(),
+            "last_used": last_used.clone(),
+            "history": {name: list(getattr(history, name)) for name in _HISTORY_LISTS},
+            "code_probe": probe.state_dict() if probe is not None else None,
+        }
+
+    progress = _progress(num_steps, "tokenizer", accelerator, progress_bar, start=start_step)
     for step in progress:
         pixels, *targets = next(batches)
         pixels = pixels.to(device=device, dtype=model.dtype)
@@ -535,6 +654,11 @@ def train_tokenizer(
             logger.info(f"tokenizer step {step + 1}/{num_steps}: {summary}")
         if callback is not None:
             callback(step + 1, history)
+        if save_steps and (step + 1) % save_steps == 0:
+            if accelerator is None or accelerator.is_main_process:
+                _save_checkpoint(checkpoint_dir, step + 1, _unwrap(model), checkpoint_state(step + 1))
+            if accelerator is not None:
+                accelerator.wait_for_everyone()
 
     model.eval()
     for name, param in model.named_parameters():
@@ -821,6 +945,7 @@ __all__ = [
     "PatchDistillationOutput",
     "check_tokenizer_for_training",
     "train_tokenizer",
+    "tokenizer_checkpoints",
     "evaluate_tokenizer",
     "encoder_patch_features",
     "pretrain_encoder_on_patch_labels",
