@@ -89,12 +89,15 @@ def test_exported_default_runs_without_gvt(exported, scene_files, tmp_path):
 def test_export_refuses_to_overwrite_or_nest(exported, tmp_path):
     with pytest.raises(FileExistsError, match="not empty; pass overwrite=True"):
         export(exported)
-    with pytest.raises(ValueError, match="lies inside, the source folder"):
+    with pytest.raises(ValueError, match="is inside the input"):
         export(DEFAULT_MODEL_DIR / "copy")
+    with pytest.raises(ValueError, match="would contain the input"):
+        export(DEFAULT_MODEL_DIR.parent)
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         export(tmp_path / "file")
     assert (tmp_path / "file").read_text() == "x"
+    assert not (DEFAULT_MODEL_DIR / "copy").exists()
 
 
 DECODER_SCRIPT = """

@@ -60,11 +60,11 @@ from transformers.dynamic_module_utils import get_relative_import_files
 
 # Remote code: for a local folder, diffusers copies only the files that the pipeline module imports directly (one
 # level), so this module imports from every module of its code, not only the ones it uses.
-from .atomic_write import atomic_output_file, check_output_file
 from .configuration_gvt import GVTVisionConfig  # noqa: F401
 from .layers import GVTAttention  # noqa: F401
 from .modeling_gvt import GVTVisionTokenizer
 from .modeling_lavit_conditioning import LaVITConditioningModel, check_visual_token_ids
+from .weight_files import weight_read_errors  # noqa: F401
 
 logger = logging.get_logger(__name__)
 
@@ -799,38 +799,8 @@ def assemble_release_pipeline(
     return pipeline if dtype is None else pipeline.to(dtype=dtype)
 
 
-def reconstruct_files(
-    pipeline: LaVITDecoderPipeline,
-    image_paths: list[str | os.PathLike],
-    output_dir: str | os.PathLike,
-    seed: int = 0,
-    **call_kwargs,
-) -> list[Path]:
-    """Tokenize and decode image files with `pipeline`; write `<stem>_reconstruction.png` files into `output_dir`."""
-    output_dir = Path(output_dir)
-    targets = [output_dir / f"{Path(path).stem}_reconstruction.png" for path in image_paths]
-    clashes = sorted({str(t) for t in targets if targets.count(t) > 1})
-    if clashes:
-        raise ValueError(f"Several images would be written to the same file {clashes}; give images of distinct names.")
-    for target in targets:
-        check_output_file(target, inputs=image_paths)
-    images = []
-    for path in image_paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"No image file at {path}.")
-        with PIL.Image.open(path) as image:
-            images.append(image.convert("RGB"))
-    generators = [torch.Generator().manual_seed(seed + index) for index in range(len(images))]
-    outputs = pipeline(images=images, generator=generators, output_type="pil", **call_kwargs).images
-    for target, image in zip(targets, outputs):
-        with atomic_output_file(target) as staging:
-            image.save(staging, format="PNG")
-    return targets
-
-
 __all__ = [
     "LaVITDecoderPipeline",
-    "reconstruct_files",
     "build_tiny_decoder_pipeline",
     "assemble_release_pipeline",
     "tiny_unet_config",

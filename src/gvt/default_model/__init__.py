@@ -85,25 +85,19 @@ def export(output_dir: str | os.PathLike, path: str | os.PathLike | None = None,
     processor, generation config, model card and metrics, plus the code files and `auto_map` entries that
     `trust_remote_code=True` needs, in the root and in `decoder/`. Returns the folder.
 
-    Written beside the target and renamed into place; an existing non-empty `output_dir` is refused unless
-    `overwrite=True`, and `output_dir` may not be, or lie inside, the source folder."""
+    Written through [`gvt.atomic_write.atomic_output_dir`]: staged beside the target and renamed into place; a
+    non-empty `output_dir` is refused unless `overwrite=True` (other files in it are kept), and `output_dir` may not
+    be, lie inside or contain the source folder."""
     import shutil
-    import tempfile
 
+    from ..atomic_write import HF_WEIGHT_FILES, atomic_output_dir, check_output_dir
     from ..pipeline_lavit_decoder import LaVITDecoderPipeline
 
     source = check_model_dir(path).resolve()
-    target = Path(output_dir).resolve()
-    if target == source or source in target.parents:
-        raise ValueError(f"The export folder {target} is, or lies inside, the source folder {source}.")
-    if target.is_file():
-        raise FileExistsError(f"{target} is a file; give a folder to export into.")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(f"{target} exists and is not empty; pass overwrite=True to replace it.")
+    owns = (*HF_WEIGHT_FILES, DECODER_SUBFOLDER, "*.py")
+    check_output_dir(output_dir, overwrite=overwrite, inputs=[source], owns=owns)
     default = load_default(source, with_decoder=False)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_output_dir(output_dir, overwrite=overwrite, inputs=[source], owns=owns) as staging:
         default.model.save_pretrained(staging)
         default.processor.save_pretrained(staging)
         if (source / DECODER_SUBFOLDER / "model_index.json").is_file():
@@ -113,24 +107,7 @@ def export(output_dir: str | os.PathLike, path: str | os.PathLike | None = None,
         for name in ("README.md", "metrics.json", "training_log.json"):
             if (source / name).is_file():
                 shutil.copyfile(source / name, staging / name)
-        staging.chmod(0o777 & ~_umask())
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return Path(output_dir).resolve()
 
 
 def load_vision_tokenizer(path: str | os.PathLike | None = None):
