@@ -147,6 +147,46 @@ def test_reload_gives_bit_identical_images(tokenizer, tmp_path, decoder_type):
     assert not torch.equal(run(reloaded, ids, mask, seed=1), expected)
 
 
+def test_a_list_of_per_image_ids_equals_padded_ids_and_mask(highres, lowres):
+    ids, mask = token_batch()
+    as_list = [ids[0], ids[1, : int(mask[1].sum())]]  # lengths 7 and 4
+    for pipe in (highres, lowres):
+        assert torch.equal(run(pipe, as_list), run(pipe, ids, mask))
+        assert torch.equal(run(pipe, ids[0]), run(pipe, ids[:1]))  # one image's 1-D ids: a batch of one
+    empty = torch.tensor([], dtype=torch.long)
+    padded, padded_mask = LaVITDecoderPipeline.pad_visual_token_ids([torch.tensor([3, 4]), empty])
+    assert padded.tolist() == [[3, 4], [0, 0]] and padded_mask.tolist() == [[1, 1], [0, 0]]
+
+
+def test_num_images_per_prompt(highres):
+    ids, mask = token_batch()
+    generators = [torch.Generator().manual_seed(seed) for seed in range(4)]
+    images = highres(ids, mask, num_images_per_prompt=2, num_inference_steps=2, generator=generators, output_type="pt")
+    assert images.images.shape == (4, 3, 32, 32)
+    # Image k of prompt p is image k of prompt p drawn alone with the same generator: order prompt-major.
+    for index, (row, seed) in enumerate([(0, 0), (0, 1), (1, 2), (1, 3)]):
+        alone = run(highres, ids[row : row + 1], mask[row : row + 1], seed=seed, steps=2)
+        torch.testing.assert_close(images.images[index : index + 1], alone, atol=1e-5, rtol=0)
+    listed = highres([ids[0]], num_images_per_prompt=3, num_inference_steps=1, output_type="latent").images
+    assert listed.shape[0] == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_from_pretrained(tokenizer, tmp_path, dtype):
+    eval_pipeline(tokenizer).save_pretrained(tmp_path)
+    pipe = LaVITDecoderPipeline.from_pretrained(tmp_path, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.unet.dtype == pipe.conditioning.dtype == pipe.vae.dtype == dtype
+    ids, mask = token_batch()
+    images = pipe(ids, mask, num_inference_steps=2, guidance_scale=3.0, output_type="np").images
+    assert images.shape == (2, 32, 32, 3) and np.isfinite(images).all()
+    listed = pipe([ids[0], ids[1, :4]], num_inference_steps=1, output_type="pt").images
+    assert listed.shape == (2, 3, 32, 32)
+    assert pipe.vision_tokenizer.dtype == dtype
+    reconstructed = pipe(images=torch.rand(2, 3, 32, 32), num_inference_steps=1, output_type="np").images
+    assert reconstructed.shape == (2, 32, 32, 3) and np.isfinite(reconstructed).all()
+
+
 def test_scheduler_swap(highres):
     ids, mask = token_batch()
     ddim = run(highres, ids, mask)
@@ -272,7 +312,8 @@ def test_bad_inputs_raise_clear_errors(highres, lowres):
         (dict(visual_token_ids=ids - 1000), r"codebook indices in \[0, 512\)"),
         (dict(visual_token_ids=ids, attention_mask=mask[:, :5]), "does not match visual_token_ids shape"),
         (dict(visual_token_ids=ids.float()), "integer torch.Tensor"),
-        (dict(visual_token_ids=ids[0]), r"shape \[batch, length\]"),
+        (dict(visual_token_ids=ids[None]), r"shape \[batch, length\]"),
+        (dict(visual_token_ids=ids[0], attention_mask=mask), "`attention_mask` of one image's ids must be 1-D"),
         (dict(visual_token_ids=ids, height=33), "divisible by the VAE factor 2"),
         (dict(visual_token_ids=ids, width=31), "divisible by the VAE factor 2"),
         (dict(), "exactly one of"),
@@ -285,10 +326,23 @@ def test_bad_inputs_raise_clear_errors(highres, lowres):
             r"\[batch, length, 96\]",
         ),
         (dict(visual_token_ids=ids, latents=torch.zeros(2, 4, 8, 8)), "`latents` must have shape"),
+        (dict(visual_token_ids=ids, num_inference_steps=0), "`num_inference_steps` must be a positive integer"),
+        (dict(visual_token_ids=ids, num_inference_steps=2.5), "`num_inference_steps` must be a positive integer"),
+        (dict(visual_token_ids=ids, num_images_per_prompt=0), "`num_images_per_prompt` must be a positive integer"),
+        (dict(visual_token_ids=ids, guidance_scale=float("nan")), "`guidance_scale` must be a finite number >= 0"),
+        (dict(visual_token_ids=ids, guidance_scale=float("inf")), "`guidance_scale` must be a finite number >= 0"),
+        (dict(visual_token_ids=ids, guidance_scale=-1.0), "`guidance_scale` must be a finite number >= 0"),
+        (dict(visual_token_ids=ids, guidance_scale="3"), "`guidance_scale` must be a number"),
+        (dict(visual_token_ids=[ids[0], mask[0]], attention_mask=mask), "not with a list of per-image ids"),
+        (dict(visual_token_ids=[ids[0], ids[1].float()]), r"visual_token_ids\[1\] must be a 1-D integer tensor"),
+        (dict(visual_token_ids=[ids]), r"visual_token_ids\[0\] must be a 1-D integer tensor"),
+        (dict(visual_token_ids=[]), "empty list"),
+        (dict(visual_token_ids=[torch.tensor([CODEBOOK_SIZE])]), r"codebook indices in \[0, 512\)"),
     ]
     for kwargs, message in cases:
+        kwargs.setdefault("num_inference_steps", 1)
         with pytest.raises((ValueError, TypeError), match=message):
-            highres(num_inference_steps=1, **kwargs)
+            highres(**kwargs)
     # Masked positions may hold anything: only real tokens are checked (padding with -100 is fine).
     padded = ids.masked_fill(~mask.bool(), -100)
     assert torch.equal(run(highres, padded, mask, steps=1), run(highres, ids, mask, steps=1))

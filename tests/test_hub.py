@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from transformers import (
     AutoProcessor,
     pipeline,
 )
+from without_gvt import run_without_gvt
 
 import gvt
 from gvt import GVTConfig, GVTImageToTextPipeline, GVTProcessor, LaVITForCausalLM
@@ -88,9 +87,7 @@ def test_every_auto_class_reloads_with_equal_outputs(repo):
 
 REMOTE_SCRIPT = textwrap.dedent(
     """
-    import json, sys
-    sys.path = [p for p in sys.path if "gvt" not in p and not p.rstrip("/").endswith("/src")]
-    sys.modules["gvt"] = None  # the package must not be importable
+    import json
     import numpy as np, torch
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -113,10 +110,7 @@ REMOTE_SCRIPT = textwrap.dedent(
 
 
 def test_remote_code_loads_in_a_fresh_interpreter_without_gvt(repo, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", REMOTE_SCRIPT, str(repo)], capture_output=True, text=True, env=env, timeout=120
-    )
+    result = run_without_gvt(REMOTE_SCRIPT, repo, workdir=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     assert remote["module"].startswith("transformers_modules.") and remote["processor"].startswith(

@@ -1,12 +1,17 @@
 """Tests for `gvt.image_processing_gvt`: shapes, numerics, serialisation, input robustness and clear errors."""
 
+import base64
+import functools
+import http.server
 import io
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassFieldValidationError
 from PIL import Image
 
 from gvt.image_processing_gvt import GVTImageProcessor, load_image
@@ -257,7 +262,6 @@ MODE_CASES = {
     "CMYK": (Image.new("CMYK", (4, 4), (0, 255, 0, 0)), {(0, 0): [1.0, 0.0, 1.0]}),
     "I;16 white": (_image_16bit(65535), {(0, 0): [1.0, 1.0, 1.0]}),
     "I;16 mid": (_image_16bit(32768), {(0, 0): [32768 / 65535] * 3}),
-    "I": (Image.fromarray(np.full((4, 4), 65535, dtype=np.int32)), {(0, 0): [1.0, 1.0, 1.0]}),
     "1 white": (Image.new("1", (4, 4), 1), {(0, 0): [1.0, 1.0, 1.0]}),
     "1 black": (Image.new("1", (4, 4), 0), {(0, 0): [0.0, 0.0, 0.0]}),
     "F": (Image.fromarray(np.full((4, 4), 0.25, dtype=np.float32)), {(0, 0): [0.25, 0.25, 0.25]}),
@@ -339,8 +343,35 @@ def test_truncated_png_raises():
 def test_missing_file_and_url(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         GVTImageProcessor()(tmp_path / "missing.png")
-    with pytest.raises(ValueError, match="URLs are not fetched"):
+    with pytest.raises(ValueError, match="is a URL and HF_HUB_OFFLINE is set"):
         GVTImageProcessor()("https://example.com/cat.png")
+
+
+def test_urls_and_data_uris_are_read_when_online(tmp_path, monkeypatch):
+    """An http URL (served from this machine) and a base64 data URI decode like the file they hold."""
+    image = Image.fromarray(random_rgb(20, 30))
+    (tmp_path / "scene.png").write_bytes(encode(image))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        expected = rgb_values(image)
+        np.testing.assert_array_equal(rgb_values(f"{url}/scene.png"), expected)
+        with pytest.raises(ValueError, match=r"Could not fetch image 0 from .*missing.png.*404"):
+            GVTImageProcessor()(f"{url}/missing.png")
+    finally:
+        server.shutdown()
+        server.server_close()
+    data_uri = "data:image/png;base64," + base64.b64encode(encode(image)).decode()
+    np.testing.assert_array_equal(rgb_values(data_uri), expected)
+    assert load_image(data_uri).size == (30, 20)
 
 
 @pytest.mark.parametrize(
@@ -392,7 +423,7 @@ def test_nan_and_out_of_range_floats_raise():
         (np.zeros((2, 8, 8), dtype=np.uint8), "no channel axis of size 1, 3 or 4"),
         (np.zeros((1, 2, 8, 8, 3), dtype=np.uint8), "5 dimensions"),
         (np.zeros((8,), dtype=np.uint8), "1 dimensions"),
-        (np.full((8, 8, 3), 70000, dtype=np.int32), r"integer values in \[70000, 70000\]"),
+        (np.full((8, 8, 3), 70000, dtype=np.int32), r"integer dtype int32 .*bit depth is ambiguous"),
     ],
     ids=["two-channels-last", "two-channels-first", "5-D", "1-D", "int-range"],
 )
@@ -418,10 +449,77 @@ def test_mismatched_sizes_without_resize_raise():
         GVTImageProcessor(do_resize=False)([random_rgb(8, 8), random_rgb(8, 10)])
 
 
-def test_do_convert_rgb_false_rejects_non_rgb():
+def test_do_convert_rgb_false_keeps_the_channels():
     processor = GVTImageProcessor(do_convert_rgb=False, size={"height": 8, "width": 8})
     assert processor(Image.fromarray(random_rgb()), return_tensors="pt")["pixel_values"].shape == (1, 3, 8, 8)
-    with pytest.raises(ValueError, match="mode 'L'"):
-        processor(Image.new("L", (8, 8)))
-    with pytest.raises(ValueError, match="1 channel"):
-        processor(np.zeros((8, 8), dtype=np.uint8))
+    rgba = np.random.default_rng(0).integers(0, 256, (8, 8, 4), dtype=np.uint8)
+    four = processor(rgba, image_mean=[0.0] * 4, image_std=[1.0] * 4, return_tensors="np")["pixel_values"]
+    np.testing.assert_allclose(four[0], rgba.transpose(2, 0, 1) / 255.0, atol=1e-6)  # alpha kept, not composited
+    pil = processor(Image.fromarray(rgba), image_mean=[0.0] * 4, image_std=[1.0] * 4, return_tensors="np")
+    np.testing.assert_allclose(pil["pixel_values"], four)
+    gray = processor(Image.new("L", (8, 8), 51), image_mean=[0.0], image_std=[1.0], return_tensors="np")
+    np.testing.assert_allclose(gray["pixel_values"], np.full((1, 1, 8, 8), 0.2), atol=1e-6)
+    with pytest.raises(ValueError, match=r"one value per channel \(4\)"):
+        processor(rgba)
+    with pytest.raises(ValueError, match=r"different channel counts \[3, 4\]"):
+        processor([random_rgb(8, 8), rgba], image_mean=[0.0] * 4, image_std=[1.0] * 4)
+    with pytest.raises(ValueError, match="palette image"):
+        processor(_palette_image(False))
+    # Converted (the default), the same RGBA image is composited onto white.
+    assert GVTImageProcessor(size={"height": 8, "width": 8})(rgba, return_tensors="pt")["pixel_values"].shape[1] == 3
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Integer bit depth: from the dtype or the `input_bit_depth` argument, never from the values
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_bit_depth_comes_from_the_dtype_not_the_values():
+    dark = np.full((4, 4, 3), 200, dtype=np.uint16)  # a dark 16-bit image, not a bright 8-bit one
+    np.testing.assert_allclose(rgb_values(dark), 200 / 65535, atol=1e-7)
+    np.testing.assert_allclose(rgb_values(Image.fromarray(dark[..., 0])), 200 / 65535, atol=1e-7)  # PIL "I;16"
+    np.testing.assert_allclose(rgb_values(np.full((4, 4, 3), 200, dtype=np.uint8)), 200 / 255, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((4, 4, 3), 200, dtype=np.int32),
+        np.full((4, 4, 3), 300, dtype=np.int64),
+        torch.full((3, 4, 4), 200, dtype=torch.int64),
+        Image.fromarray(np.full((4, 4), 200, dtype=np.int32)),  # PIL mode "I"
+    ],
+    ids=["int32", "int64", "torch-int64", "pil-I"],
+)
+def test_ambiguous_integer_images_are_refused_without_a_bit_depth(image):
+    with pytest.raises(ValueError, match="bit depth is ambiguous: pass `input_bit_depth`"):
+        GVTImageProcessor()(image)
+    with pytest.raises(ValueError, match="bit depth is ambiguous"):
+        load_image(image)
+
+
+def test_explicit_bit_depth_for_integer_images():
+    values = np.full((4, 4, 3), 200, dtype=np.int32)
+    np.testing.assert_allclose(rgb_values(values, input_bit_depth=16), 200 / 65535, atol=1e-7)
+    np.testing.assert_allclose(rgb_values(values, input_bit_depth=8), 200 / 255, atol=1e-6)
+    np.testing.assert_allclose(rgb_values(values.astype(np.uint16), input_bit_depth=12), 200 / 4095, atol=1e-7)
+    pil_i = Image.fromarray(np.full((4, 4), 300, dtype=np.int32))
+    np.testing.assert_allclose(
+        raw_processor()(pil_i, input_bit_depth=16, return_tensors="np")["pixel_values"], 300 / 65535
+    )
+    assert load_image(pil_i, input_bit_depth=16).getpixel((0, 0)) == (1, 1, 1)
+    # 8-bit data read at 8 bits is bit-identical to uint8 input.
+    np.testing.assert_array_equal(rgb_values(values, input_bit_depth=8), rgb_values(values.astype(np.uint8)))
+    with pytest.raises(ValueError, match=r"outside the 8-bit range \[0, 255\]"):
+        GVTImageProcessor(input_bit_depth=8)(np.full((4, 4, 3), 300, dtype=np.int32))
+    with pytest.raises(ValueError, match=r"integer values in \[-1, 0\]"):
+        GVTImageProcessor(input_bit_depth=16)(np.array([[-1, 0], [0, 0]], dtype=np.int32))
+    with pytest.raises(ValueError, match="from 1 to 32"):
+        GVTImageProcessor(input_bit_depth=0)
+    with pytest.raises(StrictDataclassFieldValidationError, match="input_bit_depth"):  # transformers' kwarg typing
+        GVTImageProcessor()(values, input_bit_depth=8.0)
+
+
+def test_bit_depth_round_trips_through_save_pretrained(tmp_path):
+    GVTImageProcessor(input_bit_depth=12).save_pretrained(tmp_path)
+    assert GVTImageProcessor.from_pretrained(tmp_path).input_bit_depth == 12

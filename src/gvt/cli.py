@@ -170,7 +170,8 @@ def _configure_reconstruct(parser: argparse.ArgumentParser) -> None:
     _configure_reconstruct
 )
 def _run_reconstruct(args: argparse.Namespace) -> int:
-    from .pipeline_lavit_decoder import LaVITDecoderPipeline, reconstruct_files
+    from .pipeline_lavit_decoder import LaVITDecoderPipeline
+    from .reconstruct_images import reconstruct_files
 
     if args.decoder is None:
         from .default_model import load_default

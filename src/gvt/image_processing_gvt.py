@@ -17,9 +17,15 @@ This module imports only transformers, numpy and Pillow (no `gvt` imports), so i
 and loaded with `trust_remote_code=True`.
 """
 
+import base64
+import binascii
+import contextlib
 import io
 import os
+import re
+import urllib.request
 import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
 import numpy as np
@@ -43,8 +49,11 @@ if TYPE_CHECKING:
 
 logger = logging.get_logger(__name__)
 
-ImageSource = Union[Image.Image, np.ndarray, "torch.Tensor", str, os.PathLike, bytes, bytearray, BinaryIO]
-"""One image: a PIL image, an array or tensor (HW, HWC or CHW), a file path, encoded bytes or a binary file object."""
+ImageSource = Union[
+    Image.Image, np.ndarray, "torch.Tensor", str, os.PathLike, bytes, bytearray, BinaryIO, Mapping[str, Any]
+]
+"""One image: a PIL image, an array or tensor (HW, HWC or CHW), a file path or http(s) URL, encoded bytes, a binary
+file object, or a `datasets` image dict (`{"bytes": ..., "path": ...}`)."""
 
 # Modes whose pixels carry more than 8 bits (or are floats): read through numpy, not `Image.convert`, which clips.
 _HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
@@ -59,14 +68,76 @@ class GVTImageProcessorKwargs(ImagesKwargs, total=False):
     """
     min_size (`int`, *optional*, defaults to `self.min_size`):
         Smallest accepted height and width (in pixels) of an input image, before resizing.
+    input_bit_depth (`int`, *optional*, defaults to `self.input_bit_depth`):
+        Bit depth of integer pixel data: values lie in `[0, 2**input_bit_depth - 1]`. When `None`, `uint8` data is
+        8-bit and `uint16` data (PIL modes `I;16*`) 16-bit; any other integer type (`int32`, PIL mode `I`, ...) is
+        ambiguous and refused. Never guessed from the values.
     """
 
     min_size: int | None
+    input_bit_depth: int | None
+
+
+@contextlib.contextmanager
+def restoring_auto_map(*owners: Any):
+    """Saving with a registered Auto class attaches `auto_map` to the saved objects (transformers'
+    `custom_object_save`); put each object's own `auto_map` (or none) back afterwards, so that a reloaded object
+    compares equal to the one saved."""
+    before = [(owner, "auto_map" in vars(owner), vars(owner).get("auto_map")) for owner in owners]
+    try:
+        yield
+    finally:
+        for owner, had, value in before:
+            if had:
+                owner.auto_map = value
+            else:
+                vars(owner).pop("auto_map", None)
+
+
+def check_bit_depth(input_bit_depth: Any) -> None:
+    """`input_bit_depth` must be `None` or an integer from 1 to 32."""
+    if input_bit_depth is None:
+        return
+    if isinstance(input_bit_depth, bool) or not isinstance(input_bit_depth, (int, np.integer)):
+        raise TypeError(f"`input_bit_depth` must be an integer from 1 to 32 or None, got {input_bit_depth!r}.")
+    if not 1 <= int(input_bit_depth) <= 32:
+        raise ValueError(f"`input_bit_depth` must be from 1 to 32, got {input_bit_depth}.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Decoding and conversion to RGB
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def _fetch_url(url: str, name: str, timeout: float = 30.0) -> bytes:
+    """The bytes behind an http(s) URL (transformers' `load_image` accepts URLs too); offline, a clear error."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(
+            f"Could not open {name}: {url!r} is a URL and HF_HUB_OFFLINE is set; download the file first."
+        )
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.read()
+    except Exception as err:
+        raise ValueError(f"Could not fetch {name} from {url!r}: {type(err).__name__}: {err}") from err
+
+
+_BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}$")
+
+
+def _base64_bytes(text: str) -> bytes | None:
+    """The bytes of a `data:image/...;base64,` URI or of a long base64 string (transformers' `load_image` accepts
+    both), else None."""
+    if text.startswith("data:image/") and "," in text:
+        text = text.split(",", 1)[1]
+    elif len(text) < 64 or not _BASE64.match(text):
+        return None
+    try:
+        return base64.b64decode(text, validate=False)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _decode(source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO, name: str) -> Image.Image:
@@ -75,12 +146,15 @@ def _decode(source: str | os.PathLike | bytes | bytearray | memoryview | BinaryI
         path = os.fspath(source)
         if isinstance(path, bytes):
             path = os.fsdecode(path)
+        encoded = None
         if path.startswith(("http://", "https://")):
-            raise ValueError(f"Could not open {name}: URLs are not fetched ({path!r}); download the file first.")
-        if not os.path.isfile(path):
-            raise ValueError(f"Could not open {name}: no such file {path!r}.")
-        fp: Any = path
-        origin = f" from {path!r}"
+            encoded = _fetch_url(path, name)
+        elif not os.path.isfile(path):
+            encoded = _base64_bytes(path)
+            if encoded is None:
+                raise ValueError(f"Could not open {name}: no such file {path[:200]!r}.")
+        fp: Any = path if encoded is None else io.BytesIO(encoded)
+        origin = f" from {path[:200]!r}"
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ValueError(f"Could not decode {name}: the bytes are empty.")
@@ -119,11 +193,13 @@ def _exif_transpose(image: Image.Image, name: str) -> Image.Image:
         return image
 
 
-def _pil_to_rgb_array(image: Image.Image, name: str, convert_rgb: bool = True) -> np.ndarray:
+def _pil_to_array(image: Image.Image, name: str, convert_rgb: bool = True, bit_depth: int | None = None) -> np.ndarray:
     """
-    Convert a PIL image to an HWC RGB array: `uint8` for 8-bit modes, `float32` in [0, 1] for 16-bit and `I` modes.
+    Convert a PIL image to an HWC array: `uint8` for 8-bit data, `float32` in [0, 1] for deeper data (modes `I;16*`,
+    `I` with `bit_depth`, `F`).
 
-    Transparent pixels are composited onto white; 16-bit data is scaled (not clipped) to the unit range.
+    With `convert_rgb`, the result is RGB: transparent pixels are composited onto white, gray is repeated. Without it,
+    the image keeps its own channels (`L` -> 1, `RGBA` -> 4); palette images must be converted.
     """
     try:
         image.load()
@@ -131,12 +207,15 @@ def _pil_to_rgb_array(image: Image.Image, name: str, convert_rgb: bool = True) -
         raise ValueError(f"Could not decode {name}: {type(err).__name__}: {err}") from err
     image = _exif_transpose(image, name)
     mode = image.mode
-    if mode == "RGB" and "transparency" not in image.info:
+    if mode == "RGB" and ("transparency" not in image.info or not convert_rgb):
         return np.asarray(image)
-    if not convert_rgb:
-        raise ValueError(f"{name} has PIL mode {mode!r}, not 'RGB'; set `do_convert_rgb=True` to convert it.")
-    if mode in _HIGH_BIT_DEPTH_MODES:
-        return _array_to_rgb(np.asarray(image), name, ChannelDimension.LAST)
+    if mode in _HIGH_BIT_DEPTH_MODES or not convert_rgb:
+        if mode in ("P", "PA"):
+            raise ValueError(
+                f"{name} is a palette image (PIL mode {mode!r}); set `do_convert_rgb=True` to convert it."
+            )
+        array = np.asarray(image)
+        return _array_to_pixels(array, name, ChannelDimension.LAST, convert_rgb=convert_rgb, bit_depth=bit_depth)
     try:
         if mode in _ALPHA_MODES or "transparency" in image.info:
             rgba = image.convert("RGBA")
@@ -169,36 +248,51 @@ def _infer_channel_axis(shape: tuple[int, ...], channels_first_default: bool, na
     )
 
 
-def _integer_to_unit_or_uint8(array: np.ndarray, name: str) -> np.ndarray:
-    """Map integer pixels to `uint8` (8-bit data) or `float32` in [0, 1] (16-bit data)."""
-    if array.dtype == np.bool_:
+def _integer_to_unit_or_uint8(array: np.ndarray, name: str, bit_depth: int | None = None) -> np.ndarray:
+    """
+    Map integer pixels to `uint8` (8-bit data) or `float32` in [0, 1] (any other depth). The depth is `bit_depth`,
+    else the dtype's (`uint8` 8, `uint16` 16, `bool` 1); other integer dtypes are ambiguous and refused: the values
+    never decide (a dark 16-bit image looks like an 8-bit one).
+    """
+    if array.dtype == np.bool_ and bit_depth is None:
         return array.astype(np.uint8) * np.uint8(255)
-    if array.dtype.kind == "u" and array.dtype.itemsize == 1:
-        return array.astype(np.uint8, copy=False)
-    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # 16-bit, either byte order (PIL "I;16B")
-        return array.astype(np.float32) / np.float32(65535.0)
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high > 65535:
+    if bit_depth is None:
+        if array.dtype == np.uint8:
+            return array
+        if array.dtype == np.uint16:  # either byte order (PIL "I;16B")
+            return array.astype(np.float32) / np.float32(65535.0)
         raise ValueError(
-            f"{name} has integer values in [{low}, {high}]; expected 8-bit [0, 255] or 16-bit [0, 65535] data."
+            f"{name} has integer dtype {array.dtype} (values in [{int(array.min())}, {int(array.max())}]), whose bit "
+            "depth is ambiguous: pass `input_bit_depth` (8 for 0-255, 16 for 0-65535, or your data's depth) to the "
+            "image processor, or give uint8 / uint16 data."
         )
-    if high <= 255:
-        return array.astype(np.uint8)
-    return array.astype(np.float32) / np.float32(65535.0)
+    check_bit_depth(bit_depth)
+    maximum = 2 ** int(bit_depth) - 1
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high > maximum:
+        raise ValueError(
+            f"{name} has integer values in [{low}, {high}], outside the {bit_depth}-bit range [0, {maximum}] "
+            f"(`input_bit_depth={bit_depth}`)."
+        )
+    if bit_depth == 8:
+        return array.astype(np.uint8, copy=False)
+    return (array.astype(np.float64) / maximum).astype(np.float32)
 
 
-def _array_to_rgb(
+def _array_to_pixels(
     array: np.ndarray,
     name: str,
     input_data_format: ChannelDimension | str | None = None,
     channels_first_default: bool = False,
     convert_rgb: bool = True,
+    bit_depth: int | None = None,
 ) -> np.ndarray:
     """
-    Convert an array (HW, HWC or CHW) to an HWC RGB array, `uint8` (8-bit data) or `float32` (everything else).
+    Convert an array (HW, HWC or CHW) to an HWC array, `uint8` (8-bit data) or `float32` (everything else).
 
-    Floating-point data is checked for NaN/inf; 16-bit integers become floats in [0, 1]; alpha is composited onto
-    white (the white level is 255 for `uint8` and 1 for floats).
+    Floating-point data is checked for NaN/inf; other integer depths become floats in [0, 1] (see
+    `_integer_to_unit_or_uint8`). With `convert_rgb` the result is RGB (gray repeated, alpha composited onto white:
+    255 for `uint8`, 1 for floats); without it, the channels stay as they are (1, 3 or 4).
     """
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise TypeError(f"{name} has unsupported array dtype {array.dtype}.")
@@ -230,36 +324,38 @@ def _array_to_rgb(
         if not np.isfinite(array).all():
             raise ValueError(f"{name} contains NaN or infinite values.")
     else:
-        array = _integer_to_unit_or_uint8(array, name)
+        array = _integer_to_unit_or_uint8(array, name, bit_depth)
 
     channels = array.shape[-1]
-    if channels != 3 and not convert_rgb:
-        raise ValueError(f"{name} has {channels} channel(s), not 3; set `do_convert_rgb=True` to convert it.")
+    if not convert_rgb or channels == 3:
+        return array
     if channels == 1:
         return np.repeat(array, 3, axis=-1)
-    if channels == 4:
-        if array.dtype == np.uint8:
-            alpha = array[..., 3:].astype(np.float32) / np.float32(255.0)
-            rgb = array[..., :3].astype(np.float32)
-            return np.rint(rgb * alpha + np.float32(255.0) * (1.0 - alpha)).astype(np.uint8)
-        alpha = array[..., 3:]
-        if alpha.min() < -_UNIT_RANGE_TOLERANCE or alpha.max() > 1.0 + _UNIT_RANGE_TOLERANCE:
-            raise ValueError(f"{name} has a floating-point alpha channel outside [0, 1].")
-        return array[..., :3] * alpha + (1.0 - alpha)
-    return array
+    if array.dtype == np.uint8:
+        alpha = array[..., 3:].astype(np.float32) / np.float32(255.0)
+        rgb = array[..., :3].astype(np.float32)
+        return np.rint(rgb * alpha + np.float32(255.0) * (1.0 - alpha)).astype(np.uint8)
+    alpha = array[..., 3:]
+    if alpha.min() < -_UNIT_RANGE_TOLERANCE or alpha.max() > 1.0 + _UNIT_RANGE_TOLERANCE:
+        raise ValueError(f"{name} has a floating-point alpha channel outside [0, 1].")
+    return array[..., :3] * alpha + (1.0 - alpha)
 
 
-def _to_rgb_array(
+def _to_pixels(
     source: ImageSource,
     name: str,
     input_data_format: ChannelDimension | str | None = None,
     convert_rgb: bool = True,
+    bit_depth: int | None = None,
 ) -> np.ndarray:
-    """Turn any supported source into an HWC RGB array (`uint8`, or `float32` for float / 16-bit data)."""
+    """Turn any supported source into an HWC array (`uint8`, or `float32` for float / deeper data); RGB when
+    `convert_rgb`."""
     if isinstance(source, Image.Image):
-        return _pil_to_rgb_array(source, name, convert_rgb)
+        return _pil_to_array(source, name, convert_rgb, bit_depth)
     if isinstance(source, np.ndarray):
-        return _array_to_rgb(source, name, input_data_format, channels_first_default=False, convert_rgb=convert_rgb)
+        return _array_to_pixels(
+            source, name, input_data_format, channels_first_default=False, convert_rgb=convert_rgb, bit_depth=bit_depth
+        )
     if is_torch_available():
         import torch
 
@@ -267,15 +363,31 @@ def _to_rgb_array(
             tensor = source.detach().cpu()
             if tensor.dtype in (torch.bfloat16, torch.float16):
                 tensor = tensor.float()
-            return _array_to_rgb(
-                tensor.numpy(), name, input_data_format, channels_first_default=True, convert_rgb=convert_rgb
+            return _array_to_pixels(
+                tensor.numpy(),
+                name,
+                input_data_format,
+                channels_first_default=True,
+                convert_rgb=convert_rgb,
+                bit_depth=bit_depth,
             )
+    if isinstance(source, Mapping):
+        source = datasets_image_source(source, name)
     if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(source, "read"):
-        return _pil_to_rgb_array(_decode(source, name), name, convert_rgb)
+        return _pil_to_array(_decode(source, name), name, convert_rgb, bit_depth)
     raise TypeError(
         f"{name} has unsupported type {type(source).__name__}; expected a PIL image, a numpy array, a torch tensor, "
-        "a file path or encoded image bytes."
+        "a file path or URL, encoded image bytes or a `datasets` image dict."
     )
+
+
+def datasets_image_source(image: Mapping[str, Any], name: str = "image") -> bytes | str:
+    """The encoded bytes (or else the path) of a `datasets` `Image` feature read with `decode=False`."""
+    if image.get("bytes"):
+        return image["bytes"]
+    if image.get("path"):
+        return image["path"]
+    raise ValueError(f"{name} is a dict without 'bytes' or 'path' (a `datasets` image has one of them).")
 
 
 def _check_min_size(array: np.ndarray, name: str, min_size: int) -> None:
@@ -287,20 +399,22 @@ def _check_min_size(array: np.ndarray, name: str, min_size: int) -> None:
         )
 
 
-def load_image(source: ImageSource, *, min_size: int = 2) -> Image.Image:
+def load_image(source: ImageSource, *, min_size: int = 2, input_bit_depth: int | None = None) -> Image.Image:
     """
     Load one image as an RGB PIL image.
 
-    Accepts a PIL image, a numpy array or torch tensor (HW, HWC or CHW; `uint8`, 16-bit integers, or floats in
-    [0, 1]), a file path, encoded bytes or a binary file object. Applies the EXIF orientation, composites transparency
-    onto white and scales 16-bit data to 8 bits.
+    Accepts a PIL image, a numpy array or torch tensor (HW, HWC or CHW; `uint8`, `uint16`, other integers with
+    `input_bit_depth`, or floats in [0, 1]), a file path, an http(s) URL (not when `HF_HUB_OFFLINE` is set), a
+    base64 data URI, encoded bytes, a binary file object or a `datasets` image dict. Applies the EXIF orientation,
+    composites transparency onto white and scales deeper data to 8 bits.
 
     Raises:
         `ValueError`: undecodable, truncated or too large (decompression-bomb limit) data, an image smaller than
-            `min_size` pixels per side, NaN values, or an unsupported shape.
+            `min_size` pixels per side, NaN values, integer data of unknown bit depth, or an unsupported shape.
         `TypeError`: an unsupported input type.
     """
-    array = _to_rgb_array(source, "image")
+    check_bit_depth(input_bit_depth)
+    array = _to_pixels(source, "image", bit_depth=input_bit_depth)
     _check_min_size(array, "image", min_size)
     if array.dtype != np.uint8:
         low, high = float(array.min()), float(array.max())
@@ -355,9 +469,10 @@ class GVTImageProcessor(PilBackend):
     Defaults follow the LaVIT release: RGB, bicubic resize to 224 x 224, rescale by 1/255, CLIP mean and std.
 
     Inputs can be PIL images (any mode: transparency is composited onto white, 16-bit data is scaled, EXIF
-    orientation is applied), numpy arrays or torch tensors (HW, HWC or CHW; `uint8`, 16-bit integers, or floats in
-    [0, 1]; 4-D batches), file paths, encoded bytes, and lists of any of those. Floating-point inputs are taken to be
-    in [0, 1] already: `do_rescale` only rescales integer data (PIL images, integer arrays).
+    orientation is applied), numpy arrays or torch tensors (HW, HWC or CHW; `uint8`, `uint16`, other integers with
+    `input_bit_depth`, or floats in [0, 1]; 4-D batches), file paths, http(s) URLs, encoded bytes, `datasets` image
+    dicts, and lists of any of those. Floating-point inputs are taken to be in [0, 1] already: `do_rescale` only
+    rescales 8-bit data (deeper integer data is mapped to [0, 1] by its bit depth).
 
     Args:
         do_resize (`bool`, *optional*, defaults to `True`): Resize images to `size`.
@@ -370,8 +485,11 @@ class GVTImageProcessor(PilBackend):
         image_mean (`list[float]`, *optional*, defaults to the CLIP mean): Per-channel mean.
         image_std (`list[float]`, *optional*, defaults to the CLIP std): Per-channel standard deviation.
         do_convert_rgb (`bool`, *optional*, defaults to `True`): Convert non-RGB inputs to RGB; when `False`,
-            non-RGB inputs raise a `ValueError`.
+            images keep their channels (gray 1, RGBA 4: give `image_mean` / `image_std` with as many values).
         min_size (`int`, *optional*, defaults to 2): Smallest accepted input height and width, in pixels.
+        input_bit_depth (`int`, *optional*): Bit depth of integer pixel data (values in `[0, 2**input_bit_depth -
+            1]`). By default `uint8` is 8-bit and `uint16` 16-bit; other integer data (`int32` arrays, PIL mode `I`)
+            needs it. Bit depths are never guessed from pixel values.
     """
 
     valid_kwargs = GVTImageProcessorKwargs
@@ -389,17 +507,27 @@ class GVTImageProcessor(PilBackend):
     image_std = OPENAI_CLIP_STD
     do_convert_rgb = True
     min_size = 2
+    input_bit_depth = None
 
     def __init__(self, **kwargs: Unpack[GVTImageProcessorKwargs]):
+        # Saving writes `auto_map` from the registered Auto class; a loaded one is not a setting of this processor.
+        kwargs.pop("auto_map", None)
         super().__init__(**kwargs)
         if not isinstance(self.min_size, int) or self.min_size < 1:
             raise ValueError(f"`min_size` must be a positive integer, got {self.min_size!r}.")
+        check_bit_depth(self.input_bit_depth)
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Save as transformers does (`auto_map` included in the file); this object keeps no `auto_map`."""
+        with restoring_auto_map(self):
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def preprocess(
         self, images: ImageSource | list[ImageSource], **kwargs: Unpack[GVTImageProcessorKwargs]
     ) -> BatchFeature:
         """
-        Preprocess one image or a batch into `pixel_values` of shape `[batch, 3, height, width]` (float32).
+        Preprocess one image or a batch into `pixel_values` of shape `[batch, 3, height, width]` (float32; other
+        channel counts only with `do_convert_rgb=False`).
 
         Keyword arguments override the processor's attributes for this call (see the class docstring); pass
         `return_tensors="pt"` for a torch tensor, `"np"` for a numpy array.
@@ -407,11 +535,15 @@ class GVTImageProcessor(PilBackend):
         return super().preprocess(images, **kwargs)
 
     def fetch_images(self, image_url_or_urls: Any) -> Any:
-        """Load paths or bytes (or nested lists of them) as RGB PIL images; other images pass through unchanged."""
+        """Open paths, URLs, encoded bytes and `datasets` image dicts (or nested lists of them) as PIL images, in
+        their own mode (conversion happens in `preprocess`); other images pass through unchanged."""
         if isinstance(image_url_or_urls, (list, tuple)):
             return [self.fetch_images(item) for item in image_url_or_urls]
-        if isinstance(image_url_or_urls, (str, os.PathLike, bytes, bytearray, memoryview)):
-            return load_image(image_url_or_urls, min_size=self.min_size)
+        source = image_url_or_urls
+        if isinstance(source, Mapping):
+            source = datasets_image_source(source, "image")
+        if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+            return _decode(source, "image")
         return image_url_or_urls
 
     def _prepare_image_like_inputs(
@@ -421,17 +553,29 @@ class GVTImageProcessor(PilBackend):
         do_convert_rgb: bool | None = None,
         input_data_format: ChannelDimension | str | None = None,
         min_size: int | None = None,
+        input_bit_depth: int | None = None,
         **kwargs: Any,
     ) -> list[np.ndarray]:
-        """Decode and validate every image into an HWC RGB array (`uint8`, or `float32` for float / 16-bit data)."""
+        """Decode and validate every image into an HWC array (`uint8`, or `float32` for float / deeper data), RGB
+        unless `do_convert_rgb=False`."""
         min_size = self.min_size if min_size is None else min_size
+        bit_depth = self.input_bit_depth if input_bit_depth is None else input_bit_depth
+        check_bit_depth(bit_depth)
         convert_rgb = True if do_convert_rgb is None else do_convert_rgb
         prepared = []
         for index, image in enumerate(_flatten_images(images)):
             name = f"image {index}"
-            array = _to_rgb_array(image, name, input_data_format=input_data_format, convert_rgb=convert_rgb)
+            array = _to_pixels(
+                image, name, input_data_format=input_data_format, convert_rgb=convert_rgb, bit_depth=bit_depth
+            )
             _check_min_size(array, name, min_size)
             prepared.append(array)
+        channels = sorted({array.shape[-1] for array in prepared})
+        if len(channels) > 1:
+            raise ValueError(
+                f"Images have different channel counts {channels} with `do_convert_rgb=False`; convert them to RGB "
+                "(`do_convert_rgb=True`) or give images with the same channels."
+            )
         return prepared
 
     @staticmethod
@@ -454,10 +598,11 @@ class GVTImageProcessor(PilBackend):
 
     @staticmethod
     def _resize_array(image: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
-        """Resize an HWC array with Pillow; `uint8` stays `uint8`, floats are resized per channel in mode `F`."""
+        """Resize an HWC array with Pillow; `uint8` stays `uint8`; other channel counts and floats are resized per
+        channel (mode `L` or `F`)."""
         if image.shape[:2] == (height, width):
             return image
-        if image.dtype == np.uint8:
+        if image.dtype == np.uint8 and image.shape[-1] == 3:  # (Pillow would premultiply an RGBA image's alpha)
             return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((width, height), resample=resample))
         channels = [
             np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c])).resize((width, height), resample=resample))
@@ -522,8 +667,14 @@ class GVTImageProcessor(PilBackend):
         if np.any(scale != 1.0):
             batch *= scale
         if do_normalize:
-            mean = np.asarray(image_mean, dtype=np.float32)
-            std = np.asarray(image_std, dtype=np.float32)
+            mean = np.asarray(image_mean, dtype=np.float32).reshape(-1)
+            std = np.asarray(image_std, dtype=np.float32).reshape(-1)
+            channels = batch.shape[-1]
+            if mean.size not in (1, channels) or std.size not in (1, channels):
+                raise ValueError(
+                    f"`image_mean` ({mean.size} values) and `image_std` ({std.size} values) must have one value per "
+                    f"channel ({channels}); images keep their channels with `do_convert_rgb=False`."
+                )
             batch = (batch - mean) / std
         if data_format is None or ChannelDimension(data_format) == ChannelDimension.FIRST:
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
@@ -547,4 +698,4 @@ class GVTImageProcessor(PilBackend):
         return image[top : top + crop_size.height, left : left + crop_size.width]
 
 
-__all__ = ["GVTImageProcessor", "load_image"]
+__all__ = ["GVTImageProcessor", "GVTImageProcessorKwargs", "datasets_image_source", "load_image"]

@@ -5,14 +5,19 @@ Components: `conditioning` ([`LaVITConditioningModel`]: codebook + feature decod
 (`AutoencoderKL`), `scheduler` (DDIM by default; any diffusers scheduler), optional `vision_tokenizer`
 ([`GVTVisionTokenizer`], needed only for `images=` input).
 
-Loading needs the package imported (diffusers resolves our component classes from `sys.modules`)::
+Loading, with the package imported (`gvt.LaVITDecoderPipeline`)::
 
-    import gvt
-
-    pipe = gvt.LaVITDecoderPipeline.from_pretrained("path/to/decoder")
+    pipe = gvt.LaVITDecoderPipeline.from_pretrained("path/to/decoder")  # dtype=torch.bfloat16 for half precision
     image = pipe(visual_token_ids=ids, attention_mask=mask, generator=torch.Generator().manual_seed(0)).images[0]
+    images = pipe(visual_token_ids=[ids_a, ids_b]).images  # or one 1-D id tensor per image, any lengths
     reconstruction = pipe(images=[pil_image]).images[0]  # tokenize, then decode
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)  # any scheduler
+
+or without it: a saved folder carries its code (`save_pretrained` writes `pipeline_lavit_decoder.py` and the modules
+it needs at the root, each custom component's module in its subfolder, and `model_index.json` names them), so
+`diffusers.DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` loads it in a Python without `gvt`.
+`LaVITDecoderPipeline.from_pretrained` reads the same folder with the package's own classes (no remote code runs;
+from the Hub, diffusers still asks for `trust_remote_code=True` to download a folder that holds code).
 
 Text-to-image with the LLM: [`LaVITForCausalLM.generate_images`] samples visual token ids after the image-start
 token and returns them as codebook indices with a mask, which is exactly this pipeline's input::
@@ -28,8 +33,12 @@ token and returns them as codebook indices with a mask, which is exactly this pi
 from __future__ import annotations
 
 import inspect
+import json
+import math
 import os
-from collections.abc import Callable
+import shutil
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,14 +56,23 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
+from transformers.dynamic_module_utils import get_relative_import_files
 
-from .atomic_write import atomic_output_file, check_output_file
+# Remote code: for a local folder, diffusers copies only the files that the pipeline module imports directly (one
+# level), so this module imports from every module of its code, not only the ones it uses.
+from .configuration_gvt import GVTVisionConfig  # noqa: F401
+from .layers import GVTAttention  # noqa: F401
+from .modeling_gvt import GVTVisionTokenizer
 from .modeling_lavit_conditioning import LaVITConditioningModel, check_visual_token_ids
+from .weight_files import weight_read_errors  # noqa: F401
 
 logger = logging.get_logger(__name__)
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list
 OutputType = Literal["pil", "np", "pt", "latent"]
+VisualTokenIds = torch.Tensor | Sequence[torch.Tensor]
+"""Codebook ids: one right-padded `[B, L]` tensor (with an `attention_mask`), one image's 1-D ids, or one 1-D tensor per
+image (any lengths; diffusers' list-per-sample batching)."""
 
 # LaVIT's image preprocessing (EVA-CLIP): the pipeline's default; saved in its config, so a tokenizer trained with
 # other statistics sets its own.
@@ -87,7 +105,7 @@ class LaVITDecoderPipeline(DiffusionPipeline):
         unet: UNet2DConditionModel,
         vae: AutoencoderKL,
         scheduler: SchedulerMixin,
-        vision_tokenizer: Any = None,
+        vision_tokenizer: GVTVisionTokenizer | None = None,
         image_mean: tuple[float, ...] | list[float] = CLIP_IMAGE_MEAN,
         image_std: tuple[float, ...] | list[float] = CLIP_IMAGE_STD,
     ):
@@ -103,6 +121,64 @@ class LaVITDecoderPipeline(DiffusionPipeline):
             if getattr(self, "unet", None) is not None and hasattr(self.unet.config, "sample_size")
             else 128
         )
+
+    # -- the folder carries its code -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _code_dir() -> Path:
+        """The folder of this module and the modules it imports (the package, or diffusers' module cache)."""
+        return Path(sys.modules[LaVITDecoderPipeline.__module__].__file__).parent
+
+    @classmethod
+    def _is_code_module(cls, module: str) -> bool:
+        """Whether `module` (dotted, or a bare file name) is one of this folder's code modules."""
+        package = LaVITDecoderPipeline.__module__.rpartition(".")[0]
+        name = module[len(package) + 1 :] if module.startswith(package + ".") else module
+        return "." not in name and (cls._code_dir() / f"{name}.py").is_file()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """Save as diffusers does, plus the code: `pipeline_lavit_decoder.py` and the modules it imports at the root,
+        and each custom component's module (with its imports) in the component's folder; `model_index.json` names
+        them (see `to_json_string`), so `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` works
+        without `gvt`. The code is written first, so that `push_to_hub=True` uploads it."""
+        directory = Path(save_directory)
+        entry_files = {directory: Path(sys.modules[LaVITDecoderPipeline.__module__].__file__)}
+        for name, component in self.components.items():
+            if component is not None and self._is_code_module(type(component).__module__):
+                entry_files[directory / name] = Path(sys.modules[type(component).__module__].__file__)
+        for folder, entry in entry_files.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            for code_file in [entry, *map(Path, get_relative_import_files(entry))]:
+                shutil.copyfile(code_file, folder / code_file.name)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def to_json_string(self) -> str:
+        """The pipeline config (`model_index.json`) in diffusers' remote-code layout: `_class_name` is
+        `["pipeline_lavit_decoder", "LaVITDecoderPipeline"]` and a component whose class lives in this package is
+        `[module file, class]` (its code sits in the component's folder)."""
+        config = json.loads(super().to_json_string())
+        if type(self).__module__ == LaVITDecoderPipeline.__module__:
+            config["_class_name"] = [LaVITDecoderPipeline.__module__.rpartition(".")[2], type(self).__name__]
+        for key, value in config.items():
+            if not key.startswith("_") and isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                if self._is_code_module(value[0]):
+                    config[key] = [value[0].rpartition(".")[2], value[1]]
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """Read `model_index.json`, naming this package's own classes where the folder names its code files: this
+        class then loads the folder with its own code, without `trust_remote_code`."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        package = LaVITDecoderPipeline.__module__.rpartition(".")[0]
+        if isinstance(config.get("_class_name"), (list, tuple)):
+            config["_class_name"] = config["_class_name"][1]
+        for key, value in config.items():
+            if not key.startswith("_") and isinstance(value, (list, tuple)) and len(value) == 2:
+                if isinstance(value[0], str) and "." not in value[0] and cls._is_code_module(value[0]):
+                    config[key] = [f"{package}.{value[0]}", value[1]]
+        return loaded
 
     @property
     def decoder_type(self) -> str:
@@ -137,7 +213,23 @@ class LaVITDecoderPipeline(DiffusionPipeline):
         width,
         latents=None,
         callback_on_step_end_tensor_inputs=None,
+        num_inference_steps=1,
+        guidance_scale=1.0,
+        num_images_per_prompt=1,
     ):
+        for name, value in (
+            ("num_inference_steps", num_inference_steps),
+            ("num_images_per_prompt", num_images_per_prompt),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+            raise TypeError(f"`guidance_scale` must be a number, got {type(guidance_scale).__name__}.")
+        if not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(
+                f"`guidance_scale` must be a finite number >= 0 (values <= 1 run no unconditional pass), got "
+                f"{guidance_scale!r}."
+            )
         if height % self.vae_scale_factor != 0 or width % self.vae_scale_factor != 0:
             raise ValueError(
                 f"`height` and `width` have to be divisible by the VAE factor {self.vae_scale_factor} but are "
@@ -159,6 +251,7 @@ class LaVITDecoderPipeline(DiffusionPipeline):
                 + "."
             )
         if visual_token_ids is not None:
+            visual_token_ids, attention_mask = self.batch_visual_token_ids(visual_token_ids, attention_mask)
             check_visual_token_ids(visual_token_ids, attention_mask, self.conditioning.config.codebook_size)
         elif attention_mask is not None:
             raise ValueError("`attention_mask` goes with `visual_token_ids`.")
@@ -191,6 +284,44 @@ class LaVITDecoderPipeline(DiffusionPipeline):
                 )
 
     # -- stages -------------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def batch_visual_token_ids(
+        cls, visual_token_ids: VisualTokenIds, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch form of `visual_token_ids`: one image's 1-D ids (as diffusers pipelines take one prompt) become a
+        batch of one, a list of 1-D ids is padded (with its mask); a `[B, L]` tensor passes unchanged."""
+        if isinstance(visual_token_ids, torch.Tensor):
+            if visual_token_ids.ndim == 1:
+                if attention_mask is not None and attention_mask.ndim != 1:
+                    raise ValueError(
+                        f"`attention_mask` of one image's ids must be 1-D, got shape {tuple(attention_mask.shape)}."
+                    )
+                return visual_token_ids[None], None if attention_mask is None else attention_mask[None]
+            return visual_token_ids, attention_mask
+        if attention_mask is not None:
+            raise ValueError(
+                "`attention_mask` goes with a padded `visual_token_ids` tensor, not with a list of per-image ids."
+            )
+        return cls.pad_visual_token_ids(visual_token_ids)
+
+    @staticmethod
+    def pad_visual_token_ids(visual_token_ids: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One 1-D id tensor per image (any lengths, empty allowed) -> right-padded `[B, L]` ids and their mask."""
+        if isinstance(visual_token_ids, torch.Tensor) or not isinstance(visual_token_ids, Sequence):
+            raise TypeError("visual_token_ids must be a [batch, length] tensor or a list of 1-D id tensors.")
+        if len(visual_token_ids) == 0:
+            raise ValueError("visual_token_ids is an empty list; give one id tensor per image.")
+        for index, ids in enumerate(visual_token_ids):
+            if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int32, torch.int64) or ids.ndim != 1:
+                described = f"shape {tuple(ids.shape)}, {ids.dtype}" if isinstance(ids, torch.Tensor) else type(ids)
+                raise TypeError(
+                    f"visual_token_ids[{index}] must be a 1-D integer tensor of codebook ids, got {described}."
+                )
+        lengths = torch.tensor([len(ids) for ids in visual_token_ids])
+        padded = torch.nn.utils.rnn.pad_sequence([ids.long() for ids in visual_token_ids], batch_first=True)
+        mask = (torch.arange(padded.shape[1])[None, :] < lengths[:, None]).long()
+        return padded, mask
 
     def preprocess_images(self, images: ImageInput, device: torch.device | None = None) -> torch.Tensor:
         """PIL / numpy / tensor images in [0, 1] (`[B, C, H, W]` or `[B, H, W, C]`) -> the tokenizer's pixel values:
@@ -321,7 +452,7 @@ class LaVITDecoderPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        visual_token_ids: torch.Tensor | None = None,
+        visual_token_ids: VisualTokenIds | None = None,
         attention_mask: torch.Tensor | None = None,
         images: ImageInput | None = None,
         num_inference_steps: int = 25,
@@ -346,11 +477,16 @@ class LaVITDecoderPipeline(DiffusionPipeline):
         Decode visual tokens into images.
 
         Args:
-            visual_token_ids (`torch.LongTensor` `[B, L]`): codebook indices, right-padded.
-            attention_mask (`torch.LongTensor` `[B, L]`, *optional*): 1 on real tokens (all ones when omitted).
+            visual_token_ids (`torch.LongTensor` `[B, L]`, `[L]`, or a list of 1-D tensors): codebook indices,
+                right-padded; one image's ids; or one tensor per image of any length.
+            attention_mask (`torch.LongTensor` `[B, L]`, *optional*): 1 on real tokens (all ones when omitted); only
+                with a padded tensor.
             images (PIL images, arrays or tensors in [0, 1]): tokenized with `vision_tokenizer` first (reconstruction).
-            num_inference_steps (`int`): denoising steps. guidance_scale (`float`): classifier-free guidance against
-                all-zero (highres) or learned unconditional (lowres) conditioning; `<= 1` runs no unconditional pass.
+            num_inference_steps (`int`): denoising steps (>= 1). guidance_scale (`float`): classifier-free guidance
+                against all-zero (highres) or learned unconditional (lowres) conditioning, finite and >= 0; `<= 1`
+                runs no unconditional pass.
+            num_images_per_prompt (`int`): images drawn per id sequence (output order: all images of the first
+                sequence, then the next).
             height, width (`int`): output size, multiples of `vae_scale_factor` (default: the UNet's sample size times
                 `vae_scale_factor`).
             generator: a `torch.Generator` or one per image. latents: initial noise `[B, C, h, w]`.
@@ -381,7 +517,12 @@ class LaVITDecoderPipeline(DiffusionPipeline):
             width,
             latents,
             callback_on_step_end_tensor_inputs,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            num_images_per_prompt=num_images_per_prompt,
         )
+        if visual_token_ids is not None:
+            visual_token_ids, attention_mask = self.batch_visual_token_ids(visual_token_ids, attention_mask)
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}.")
         self._guidance_scale = guidance_scale
@@ -658,38 +799,8 @@ def assemble_release_pipeline(
     return pipeline if dtype is None else pipeline.to(dtype=dtype)
 
 
-def reconstruct_files(
-    pipeline: LaVITDecoderPipeline,
-    image_paths: list[str | os.PathLike],
-    output_dir: str | os.PathLike,
-    seed: int = 0,
-    **call_kwargs,
-) -> list[Path]:
-    """Tokenize and decode image files with `pipeline`; write `<stem>_reconstruction.png` files into `output_dir`."""
-    output_dir = Path(output_dir)
-    targets = [output_dir / f"{Path(path).stem}_reconstruction.png" for path in image_paths]
-    clashes = sorted({str(t) for t in targets if targets.count(t) > 1})
-    if clashes:
-        raise ValueError(f"Several images would be written to the same file {clashes}; give images of distinct names.")
-    for target in targets:
-        check_output_file(target, inputs=image_paths)
-    images = []
-    for path in image_paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"No image file at {path}.")
-        with PIL.Image.open(path) as image:
-            images.append(image.convert("RGB"))
-    generators = [torch.Generator().manual_seed(seed + index) for index in range(len(images))]
-    outputs = pipeline(images=images, generator=generators, output_type="pil", **call_kwargs).images
-    for target, image in zip(targets, outputs):
-        with atomic_output_file(target) as staging:
-            image.save(staging, format="PNG")
-    return targets
-
-
 __all__ = [
     "LaVITDecoderPipeline",
-    "reconstruct_files",
     "build_tiny_decoder_pipeline",
     "assemble_release_pipeline",
     "tiny_unet_config",

@@ -1,5 +1,6 @@
-"""Tiny random LaVIT repos: config, weights, processor (a small word-level text tokenizer built with `tokenizers`),
-generation config and chat template; the analogue of the tiny random test repos of the transformers ecosystem.
+"""Tiny random LaVIT repos: config, weights, processor (a small word-level text tokenizer built with `tokenizers`, and
+the processor's own chat template), generation config; the analogue of the tiny random test repos of the
+transformers ecosystem.
 
 `gvt tiny-random OUT` writes one; tests and users' CI load it with `from_pretrained(OUT)`.
 """
@@ -17,7 +18,7 @@ from .atomic_write import HF_WEIGHT_FILES, atomic_output_dir, check_output_dir
 from .configuration_gvt import VISION_PRESETS, GVTConfig
 from .image_processing_gvt import GVTImageProcessor
 from .modeling_lavit import LaVITForCausalLM
-from .processing_gvt import GVTProcessor
+from .processing_gvt import CHAT_TEMPLATE, GVTProcessor
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "[IMG]", "[/IMG]"]
 # What an earlier tiny-random repo in the same folder holds that a new one supersedes (see `gvt.atomic_write`).
@@ -33,16 +34,6 @@ _WORDS = (
     "road table chair cup book ball boat plane train bus street city field mountain river beach snow sun cloud "
     "background foreground near far between count answer question caption USER ASSISTANT : , . ? ! '"
 ).split()
-
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{% if message['role'] == 'user' %}USER : {% else %}ASSISTANT : {% endif %}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<image>{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}{% endif %} {% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT :{% endif %}"
-)
 
 
 def build_tiny_text_tokenizer(vocab_size: int = 256) -> PreTrainedTokenizerFast:
@@ -107,7 +98,6 @@ def build_tiny_random(
     processor = GVTProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
         visual_token_offset=config.visual_token_offset,
         codebook_size=config.vision_config.codebook_size,
     )

@@ -5,8 +5,11 @@ scenes by `gvt.default_model.train_default`, shipped in `weights/` (safetensors,
     default = load_default()            # model, processor, decoder pipeline
     pipe = default.captioner()          # pipeline("image-to-text", ...) on the shipped folder
 
-The folder is a plain `save_pretrained` repo: `AutoModelForImageTextToText.from_pretrained(DEFAULT_MODEL_DIR)`,
-`AutoProcessor.from_pretrained(DEFAULT_MODEL_DIR)` (after `import gvt`), or `trust_remote_code=True` without the package.
+The folder is a `save_pretrained` repo without its code files (the package is its code):
+`AutoModelForImageTextToText.from_pretrained(DEFAULT_MODEL_DIR)` and `AutoProcessor.from_pretrained(DEFAULT_MODEL_DIR)`
+after `import gvt`. For a Python without the package (or to upload it), `export(folder)` writes a standalone copy
+that carries its code: `trust_remote_code=True` then loads the model, the processor, the image-to-text pipeline and
+(`diffusers.DiffusionPipeline`) the decoder.
 """
 
 from __future__ import annotations
@@ -77,6 +80,36 @@ def load_default(path: str | os.PathLike | None = None, with_decoder: bool = Tru
     return DefaultModel(model=model, processor=processor, decoder=decoder, path=folder)
 
 
+def export(output_dir: str | os.PathLike, path: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """Write a standalone copy of the default (or of the repo folder `path`) to `output_dir`: the same weights,
+    processor, generation config, model card and metrics, plus the code files and `auto_map` entries that
+    `trust_remote_code=True` needs, in the root and in `decoder/`. Returns the folder.
+
+    Written through [`gvt.atomic_write.atomic_output_dir`]: staged beside the target and renamed into place; a
+    non-empty `output_dir` is refused unless `overwrite=True` (other files in it are kept), and `output_dir` may not
+    be, lie inside or contain the source folder."""
+    import shutil
+
+    from ..atomic_write import HF_WEIGHT_FILES, atomic_output_dir, check_output_dir
+    from ..pipeline_lavit_decoder import LaVITDecoderPipeline
+
+    source = check_model_dir(path).resolve()
+    owns = (*HF_WEIGHT_FILES, DECODER_SUBFOLDER, "*.py")
+    check_output_dir(output_dir, overwrite=overwrite, inputs=[source], owns=owns)
+    default = load_default(source, with_decoder=False)
+    with atomic_output_dir(output_dir, overwrite=overwrite, inputs=[source], owns=owns) as staging:
+        default.model.save_pretrained(staging)
+        default.processor.save_pretrained(staging)
+        if (source / DECODER_SUBFOLDER / "model_index.json").is_file():
+            LaVITDecoderPipeline.from_pretrained(source / DECODER_SUBFOLDER).save_pretrained(
+                staging / DECODER_SUBFOLDER
+            )
+        for name in ("README.md", "metrics.json", "training_log.json"):
+            if (source / name).is_file():
+                shutil.copyfile(source / name, staging / name)
+    return Path(output_dir).resolve()
+
+
 def load_vision_tokenizer(path: str | os.PathLike | None = None):
     """(vision tokenizer, image processor) of the default, of a full LaVIT repo folder, or of a `GVTVisionTokenizer`
     folder / Hub id."""
@@ -97,4 +130,4 @@ def load_vision_tokenizer(path: str | os.PathLike | None = None):
     return tokenizer, GVTImageProcessor(size={"height": size, "width": size})
 
 
-__all__ = ["DEFAULT_MODEL_DIR", "DefaultModel", "check_model_dir", "load_default", "load_vision_tokenizer"]
+__all__ = ["DEFAULT_MODEL_DIR", "DefaultModel", "check_model_dir", "export", "load_default", "load_vision_tokenizer"]

@@ -102,13 +102,21 @@ objects, optional short strings): it is a demonstration and a test fixture, not 
 import gvt
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
+# FOLDER: this repo (the copy shipped in the package is gvt.default_model.DEFAULT_MODEL_DIR)
 model = AutoModelForImageTextToText.from_pretrained(FOLDER)
 processor = AutoProcessor.from_pretrained(FOLDER)
-captioner = pipeline("image-to-text", model=FOLDER, trust_remote_code=True)
-captioner(image)                                     # caption
-pipeline("image-text-to-text", model=FOLDER)(image, text="How many red circles are there?")
+captioner = pipeline("image-to-text", model=FOLDER, pipeline_class=gvt.GVTImageToTextPipeline)
+captioner(image)                                     # caption (a path, PIL image, array, list, datasets column)
+captioner(image, text="How many red circles are there?")
+pipeline("image-text-to-text", model=FOLDER)(text=[{{"role": "user", "content": [
+    {{"type": "image", "image": image}}, {{"type": "text", "text": "How many red circles are there?"}}]}}])
 decoder = gvt.LaVITDecoderPipeline.from_pretrained(FOLDER + "/decoder", vision_tokenizer=model.vision_tokenizer)
 ```
+
+Without `gvt` installed, a copy that carries its code (`gvt.default_model.export(OUT)` writes one) loads with
+`trust_remote_code=True`: `AutoModelForImageTextToText.from_pretrained(OUT, trust_remote_code=True)`,
+`pipeline("image-to-text", model=OUT, trust_remote_code=True)`,
+`diffusers.DiffusionPipeline.from_pretrained(OUT + "/decoder", trust_remote_code=True)`.
 
 ## Test-split results ({metrics.get("num_scenes")} held-out scenes; {metrics.get("num_questions")} questions)
 

@@ -59,7 +59,6 @@ from ..data import (
 from ..image_processing_gvt import GVTImageProcessor
 from ..modeling_lavit import LaVITForCausalLM
 from ..processing_gvt import GVTProcessor
-from ..tiny_random import CHAT_TEMPLATE
 from ..training.losses import normalize_codebook_
 from ..training.tokenizer_training import (
     TokenizerObjective,
@@ -258,7 +257,6 @@ def build_processor(recipe: RecipeConfig, tokenizer, model: LaVITForCausalLM) ->
     return GVTProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
         visual_token_offset=model.config.visual_token_offset,
         codebook_size=model.config.vision_config.codebook_size,
     )
