@@ -64,10 +64,10 @@ def agreement(
     # Token ids per patch position (-1 where dropped), to compare patches kept by both runs.
     def ids_per_patch(output):
         ids = torch.full(output.keep_mask.shape, -1, dtype=torch.long)
-        ids[output.keep_mask] = output.token_ids[output.attention_mask.bool()]
+        ids[output.keep_mask.bool()] = output.token_ids[output.attention_mask.bool()]
         return ids
 
-    both = actual.keep_mask & expected.keep_mask
+    both = (actual.keep_mask * expected.keep_mask).bool()
     expected_ids, actual_ids = ids_per_patch(expected), ids_per_patch(actual)
     ids_both = (expected_ids[both] == actual_ids[both]).float().mean().item() if both.any() else float("nan")
     same_sequence = torch.tensor(

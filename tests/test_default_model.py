@@ -206,7 +206,7 @@ def test_supervised_tokenizer_training_learns_the_keep_targets_and_code_classes(
     )  # fmt: skip
     model.train()
     losses, output = objective(pixels[:2], keep_targets=keep[:2], code_labels=labels[:2])
-    assert torch.equal(output.keep_mask, keep[:2].bool())
+    assert torch.equal(output.keep_mask, keep[:2].long())
     assert losses.selector_supervision > 0 and losses.code_classification > 0
     losses.loss.backward()
     assert objective.code_probe.weight.grad.abs().sum() > 0
@@ -225,6 +225,6 @@ def test_supervised_tokenizer_training_learns_the_keep_targets_and_code_classes(
     assert history.code_accuracy[-1] > 0.9
     with torch.no_grad():
         tokens = model.tokenize(pixels)
-    assert torch.equal(tokens.keep_mask, keep.bool())  # the deterministic rule now keeps exactly the targets
+    assert torch.equal(tokens.keep_mask, keep.long())  # the deterministic rule now keeps exactly the targets
     with pytest.raises(ValueError, match="patches per image"):
         train_tokenizer(model, pixels, num_steps=1, keep_targets=keep[:, :10], progress_bar=False)

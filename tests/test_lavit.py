@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from PIL import Image
+from transformers.testing_utils import CaptureLogger
+from transformers.utils import logging as transformers_logging
 
 from gvt import GVTConfig, LaVITForCausalLM
 from gvt.tiny_random import build_tiny_random
@@ -239,8 +241,12 @@ def test_bad_inputs_give_clear_errors():
         model(input_ids=torch.tensor([[1, 768]]))
     with pytest.raises(ValueError, match="must lie in"):
         model(input_ids=torch.tensor([[1, -3]]))
-    with pytest.raises(ValueError, match="no pixel_values"):
-        model(input_ids=inputs["input_ids"])
+    # Placeholders without images: read as the ordinary token they are (as LLaVA does), with a warning.
+    transformers_logging.warning_once.cache_clear()
+    with CaptureLogger(transformers_logging.get_logger("gvt.modeling_lavit")) as captured:
+        out = model(input_ids=inputs["input_ids"])
+    assert "no pixel_values were given: they are embedded as ordinary tokens" in captured.out
+    assert out.logits.shape[1] == inputs["input_ids"].shape[1]
     two = torch.cat((inputs["pixel_values"], inputs["pixel_values"]))
     with pytest.raises(ValueError, match=r"1 image placeholder\(s\) in 1 run\(s\) of lengths \[1\] for 2 image\(s\)"):
         model(input_ids=inputs["input_ids"], pixel_values=two)
@@ -295,3 +301,18 @@ def test_image_generation_caps_codes_at_num_patches_and_ignores_caption_beams():
     assert int(out.attention_mask.sum()) == num_patches
     conditioning = model.vision_tokenizer.decode(out.image_token_ids, out.attention_mask)
     assert conditioning.prompt_embeds.shape[1] == model.config.vision_config.decoder_num_queries
+
+
+def test_a_language_model_checkpoint_alone_is_refused(tmp_path):
+    # The base model (`base_model_prefix`) is the Llama inside: its checkpoint holds no vision tokenizer and no image
+    # token ids, so building a LaVIT from it fails with an error naming what is missing, not with random weights.
+    model, _ = tiny("ids")
+    assert model.base_model is model.language_model
+    model.base_model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"lacks \['vision_config', 'text_config', 'image_input_mode'"):
+        LaVITForCausalLM.from_pretrained(tmp_path)
+    # What it is built from instead: the language model's weights under a full GVTConfig.
+    fresh = LaVITForCausalLM(model.config)
+    fresh.language_model.load_state_dict(type(model.language_model).from_pretrained(tmp_path).state_dict())
+    for name, weight in model.language_model.state_dict().items():
+        assert torch.equal(fresh.language_model.state_dict()[name], weight), name

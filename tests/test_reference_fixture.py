@@ -28,7 +28,7 @@ def lavit_output(lavit, reference_io):
 def test_encoder_and_selector(lavit_output, reference_io):
     assert_close(lavit_output.encoder_hidden_states, reference_io["encoder_hidden_states"], "encoder_hidden_states")
     assert_close(lavit_output.selector_log_probs, reference_io["selector_log_probs"], "selector_log_probs")
-    assert torch.equal(lavit_output.keep_mask, reference_io["keep_mask"].bool())
+    assert torch.equal(lavit_output.keep_mask, reference_io["keep_mask"].long())
 
 
 def test_token_counts_include_zero_token_image(lavit_output, reference_io):

@@ -75,8 +75,8 @@ def test_max_tokens_budget_keeps_highest_scores(tokenizer, images):
     assert (capped.keep_mask <= free.keep_mask).all()  # a subset of the free selection
     keep_score = free.selector_log_probs[..., 0]
     for row in range(images.shape[0]):
-        chosen = keep_score[row][capped.keep_mask[row]]
-        rest = keep_score[row][free.keep_mask[row] & ~capped.keep_mask[row]]
+        chosen = keep_score[row][capped.keep_mask[row].bool()]
+        rest = keep_score[row][(free.keep_mask[row] - capped.keep_mask[row]).bool()]
         if rest.numel():
             assert chosen.min() >= rest.max()
     assert tokenizer.tokenize(images, max_tokens=0).token_ids.shape == (4, 0)

@@ -48,13 +48,14 @@ class GVTTokenizerOutput(ModelOutput):
     Args:
         token_ids (`torch.LongTensor` `[B, L]`): codebook indices, right-padded with 0 (see `attention_mask`).
         attention_mask (`torch.LongTensor` `[B, L]`): 1 on real tokens; an image with no kept patch has a zero row.
-        keep_mask (`torch.BoolTensor` `[B, N]`): which of the N patches were kept, in raster order.
+        keep_mask (`torch.LongTensor` `[B, N]`): 1 on the N patches that were kept, in raster order (a mask in
+            transformers' convention, like `attention_mask`; `.bool()` indexes with it).
         selector_log_probs (`torch.FloatTensor` `[B, N, 2]`): token selector log-probabilities; column 0 is "keep".
     """
 
     token_ids: torch.LongTensor | None = None
     attention_mask: torch.LongTensor | None = None
-    keep_mask: torch.BoolTensor | None = None
+    keep_mask: torch.LongTensor | None = None
     selector_log_probs: torch.FloatTensor | None = None
 
 
@@ -105,7 +106,7 @@ class GVTVisionTokenizerOutput(ModelOutput):
     features: torch.FloatTensor | None = None
     attention_mask: torch.LongTensor | None = None
     token_ids: torch.LongTensor | None = None
-    keep_mask: torch.BoolTensor | None = None
+    keep_mask: torch.LongTensor | None = None
     selector_log_probs: torch.FloatTensor | None = None
     merged_hidden_states: torch.FloatTensor | None = None
     token_hidden_states: torch.FloatTensor | None = None
@@ -791,7 +792,7 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
             features=features,
             attention_mask=attention_mask,
             token_ids=token_ids,
-            keep_mask=keep.detach() > 0.5,
+            keep_mask=(keep.detach() > 0.5).long(),
             selector_log_probs=log_probs,
             encoder_hidden_states=encoder_hidden_states,
             merged_hidden_states=merged,

@@ -411,6 +411,15 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
                 labels = torch.where(image_positions & (labels == image_token_id), input_ids, labels)
         return input_ids, attention_mask, position_ids, labels, image_positions
 
+    @staticmethod
+    def _warn_placeholders_without_images() -> None:
+        # As LLaVA: a placeholder with no image is read as the ordinary token it is (a model may also generate one).
+        logger.warning_once(
+            "input_ids hold image placeholders but no pixel_values were given: they are embedded as ordinary tokens. "
+            "Pass the images the processor returned, or pre-tokenize them with "
+            "`processor(..., vision_tokenizer=model.vision_tokenizer)`."
+        )
+
     def expand_image_tokens(
         self,
         input_ids: torch.LongTensor,
@@ -438,10 +447,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
             )
         if pixel_values is None:
             if bool((input_ids == self.config.image_token_id).any()):
-                raise ValueError(
-                    "input_ids hold image placeholders but no pixel_values were given; pass the images the processor "
-                    "returned, or pre-tokenize them with `processor(..., vision_tokenizer=model.vision_tokenizer)`."
-                )
+                self._warn_placeholders_without_images()
             return LaVITExpandedInputs(input_ids, attention_mask, position_ids, labels)
         with torch.no_grad():
             image_outputs = self.get_image_features(pixel_values, return_dict=True, **tokenizer_kwargs)
@@ -492,11 +498,8 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
                 if past_mask is not None:
                     attention_mask = torch.cat((past_mask, attention_mask.to(past_mask.dtype)), dim=1)
                 merged = True
-            elif has_placeholders:
-                raise ValueError(
-                    "input_ids hold image placeholders but no pixel_values were given; pass the images the processor "
-                    "returned, or pre-tokenize them with `processor(..., vision_tokenizer=model.vision_tokenizer)`."
-                )
+            elif has_placeholders and not has_cache:
+                self._warn_placeholders_without_images()
             inputs_embeds = self.image_inputs.embed_ids(self, input_ids)
             # The images' own inputs go to their positions (in "ids"/"codebook" modes these equal the embedded visual
             # ids in value, and carry the gradient back into the tokenizer for ETT).
@@ -763,14 +766,11 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
                 lean = LaVITImageOutputs(pooler_output=image_outputs.pooler_output)
                 encoded = {"image": lean}
         elif encoded is None and inputs_embeds is None and input_ids is not None:
-            # Placeholders need their images, except where a passed cache already holds them.
+            # Placeholders without images (beyond what a passed cache holds) are read as ordinary tokens.
             cache = kwargs.get("cache", kwargs.get("past_key_values"))
             cached = cache.get_seq_length() if isinstance(cache, Cache) else 0
             if bool((input_ids[:, cached:] == self.config.image_token_id).any()):
-                raise ValueError(
-                    "input_ids hold image placeholders but no pixel_values were given; pass the images the processor "
-                    "returned, or pre-tokenize them with `processor(..., vision_tokenizer=model.vision_tokenizer)`."
-                )
+                self._warn_placeholders_without_images()
         prepared = {}
         for name, value in (
             ("input_ids", input_ids),

@@ -2,7 +2,9 @@
 
 import unittest
 
+import torch
 import upstream_suites
+from torch import nn
 
 from gvt import GVTVisionConfig, GVTVisionTokenizer
 
@@ -30,6 +32,8 @@ class GVTVisionTokenizerModelTester:
         self.is_training = is_training
         self.num_patches = (image_size // patch_size) ** 2
         self.seq_length = self.num_patches + 1  # the encoder's CLS token + one token per patch
+        # `output_hidden_states` adds the encoder's hidden states and, for LaVIT, the token merger's.
+        self.num_hidden_states_types = 2 if tokenizer_type == "lavit" else 1
 
     def get_config(self) -> GVTVisionConfig:
         sizes = {
@@ -76,7 +80,13 @@ class GVTVisionTokenizerModelTester:
 
     def prepare_config_and_inputs_for_common(self):
         config, pixel_values = self.prepare_config_and_inputs()
-        return config, {"pixel_values": pixel_values}
+        inputs = {"pixel_values": pixel_values}
+        if self.tokenizer_type == "lavit":
+            # A random selector scores every patch near p(keep) = 0.5, so its decision (and with it the number of
+            # tokens, possibly none) would hang on rounding: fix it, as `keep_mask` allows, to 3 and 2 kept patches.
+            keep_mask = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 0]])
+            inputs["keep_mask"] = keep_mask.repeat(self.batch_size // 2 + 1, 1)[: self.batch_size]
+        return config, inputs
 
 
 class GVTVisionTokenizerModelTest(ModelTesterMixin, unittest.TestCase):
@@ -100,6 +110,17 @@ class GVTVisionTokenizerModelTest(ModelTesterMixin, unittest.TestCase):
 
     def test_config(self):
         self.config_tester.run_common_tests()
+
+    def test_model_get_set_embeddings(self):
+        # As for transformers' vision encoders (ViT, SigLIP): the input embedding is the patch embedding, a
+        # convolution, not an `nn.Embedding`; no output embedding.
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            patch_embedding = model.get_input_embeddings()
+            self.assertIsInstance(patch_embedding, nn.Conv2d)
+            self.assertIs(patch_embedding, model.encoder.patch_embedding)
+            self.assertIsNone(model.get_output_embeddings())
 
 
 class GVTResamplerTokenizerModelTest(GVTVisionTokenizerModelTest):

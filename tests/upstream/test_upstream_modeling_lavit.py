@@ -25,10 +25,14 @@ ConfigTester = upstream_suites.import_suite("tests.test_configuration_common").C
 GenerationTesterMixin = upstream_suites.import_suite("tests.generation.test_utils").GenerationTesterMixin
 
 # One small shared vocabulary: 0 <pad>, 1 <s>, 2 </s>, 3-8 words, 9 <image>, 10 [IMG], 11 [/IMG], 12-19 visual ids.
-# (The image ids lie above 4: some common tests append rows of random ids below 5, which must stay plain text.)
+# (The visual ids lie above 4: some common tests append rows of random ids below 5, which must stay plain text.)
+# "features" mode reads the placeholder 3 instead (words 4-9): as LLaVA's testers do, it lies below the bound to which
+# the embedding-resizing tests clamp `input_ids` (vocabulary - 16 = 4), so that their images keep their placeholders;
+# appended random rows may hold it without pixels, which embeds it as an ordinary token.
 PAD, BOS, EOS = 0, 1, 2
 FIRST_WORD = 3
 IMAGE, IMAGE_START, IMAGE_END = 9, 10, 11
+FEATURES_IMAGE = 3
 VISUAL_TOKEN_OFFSET = 12
 CODEBOOK_SIZE = 8
 
@@ -69,7 +73,11 @@ class LaVITForCausalLMModelTester:
         }
         # "features" mode reads a fixed number of latents per image; the other modes read ids (any count).
         self.num_image_tokens = 3 if image_input_mode == "features" else num_image_tokens
-        self.image_token_id = IMAGE
+        self.image_token_id = FEATURES_IMAGE if image_input_mode == "features" else IMAGE
+        # words: [first_word, end_of_words)
+        self.first_word, self.end_of_words = (
+            (FEATURES_IMAGE + 1, IMAGE_START) if image_input_mode == "features" else (FIRST_WORD, IMAGE)
+        )
         self.seq_length = text_length + 2 + self.num_image_tokens  # text + [IMG] image tokens [/IMG]
 
     def get_vision_config(self):
@@ -85,7 +93,7 @@ class LaVITForCausalLMModelTester:
         return GVTConfig(
             vision_config=self.get_vision_config(),
             text_config=self.text_config,
-            image_token_id=IMAGE,
+            image_token_id=self.image_token_id,
             image_start_token_id=IMAGE_START,
             image_end_token_id=IMAGE_END,
             visual_token_offset=VISUAL_TOKEN_OFFSET,
@@ -94,9 +102,10 @@ class LaVITForCausalLMModelTester:
 
     def prepare_config_and_inputs(self):
         config = self.get_config()
-        input_ids = ids_tensor([self.batch_size, self.seq_length], IMAGE - FIRST_WORD) + FIRST_WORD
+        words = self.end_of_words - self.first_word
+        input_ids = ids_tensor([self.batch_size, self.seq_length], words) + self.first_word
         if self.image_input_mode == "features":
-            image_tokens = torch.full((self.batch_size, self.num_image_tokens), IMAGE, dtype=torch.long)
+            image_tokens = torch.full((self.batch_size, self.num_image_tokens), self.image_token_id, dtype=torch.long)
         else:
             image_tokens = ids_tensor([self.batch_size, self.num_image_tokens], CODEBOOK_SIZE) + VISUAL_TOKEN_OFFSET
         input_ids[:, 0] = IMAGE_START
@@ -123,6 +132,10 @@ class LaVITForCausalLMIdsModelTest(ModelTesterMixin, GenerationTesterMixin, unit
     image_input_mode = "ids"
     _is_composite = True
     test_torch_exportable = False  # an image's token count depends on the image (data-dependent shapes)
+    # The base model (`base_model_prefix = "language_model"`) is the Llama inside, with a Llama config: a LaVIT cannot
+    # be built from its checkpoint alone (no vision tokenizer, no image token ids), and `from_pretrained` says so
+    # instead of reporting missing keys (tests/test_lavit.py::test_a_language_model_checkpoint_alone_is_refused).
+    test_missing_keys = False
 
     def setUp(self):
         self.model_tester = LaVITForCausalLMModelTester(self, image_input_mode=self.image_input_mode)
@@ -146,7 +159,6 @@ class LaVITForCausalLMIdsModelTest(ModelTesterMixin, GenerationTesterMixin, unit
                 (self.model_tester.batch_size, self.model_tester.seq_length), dtype=torch.long
             )
         return inputs_dict
-
 
     # Inputs of the "ids" and "codebook" testers are pre-tokenized: they hold visual ids and no pixels, so the forward
     # never runs the vision tokenizer. The "features" tester (with pixels) runs these tests.
