@@ -1,5 +1,7 @@
 """gvt: visual tokenizers for large language models (LaVIT, GVT, ETT), native to transformers and diffusers."""
 
+import importlib
+
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -20,15 +22,34 @@ from .modeling_gvt import (
     GVTVisionTokenizerOutput,
 )
 from .modeling_lavit import LaVITCausalLMOutputWithPast, LaVITForCausalLM, LaVITImageGenerationOutput
-from .modeling_lavit_conditioning import LaVITConditioningModel
-from .pipeline_image_to_text import GVTImageToTextPipeline
-from .pipeline_lavit_decoder import LaVITDecoderPipeline, assemble_release_pipeline, build_tiny_decoder_pipeline
 from .processing_gvt import GVTProcessor
-from .training.collator import GVTDataCollator
-from .training.ett import ETTCallback
 from .vocabulary import GVTVocabulary
 
 __version__ = "0.1.0"
+
+# What the Auto classes need is imported (and registered) above. The diffusers decoder, the pipelines and the training
+# helpers import diffusers, transformers' pipelines and datasets: they load on first use (PEP 562).
+_LAZY_EXPORTS = {
+    "LaVITConditioningModel": "modeling_lavit_conditioning",
+    "LaVITDecoderPipeline": "pipeline_lavit_decoder",
+    "assemble_release_pipeline": "pipeline_lavit_decoder",
+    "build_tiny_decoder_pipeline": "pipeline_lavit_decoder",
+    "GVTImageToTextPipeline": "pipeline_image_to_text",
+    "GVTDataCollator": "training.collator",
+    "ETTCallback": "training.ett",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY_EXPORTS:
+        raise AttributeError(f"module 'gvt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))
 
 AutoConfig.register(GVTVisionConfig.model_type, GVTVisionConfig, exist_ok=True)
 AutoModel.register(GVTVisionConfig, GVTVisionTokenizer, exist_ok=True)

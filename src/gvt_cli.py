@@ -1,0 +1,266 @@
+"""The `gvt` command line: argument parsing only; the work is done by gvt's library functions.
+
+A top-level module, so that `gvt --help` answers without importing `gvt` (which registers its classes with
+transformers' Auto classes, and so imports torch and transformers): a command imports what it needs when it runs, and
+only the chosen command's arguments are configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help_text: str):
+    """Register `configure(parser)` / `run(args)` pairs as a subcommand."""
+
+    def wrap(configure):
+        def attach(run):
+            COMMANDS[name] = (help_text, configure, run)
+            return run
+
+        return attach
+
+    return wrap
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# gvt tokenize
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _configure_tokenize(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a LaVIT repo or GVTVisionTokenizer folder / Hub id (default: the embedded default)",
+    )
+    parser.add_argument("--random", action="store_true", help="use a tiny random tokenizer instead (smoke tests)")
+    parser.add_argument(
+        "--selection",
+        choices=["deterministic", "sample"],
+        default="deterministic",
+        help="keep patches where p(keep) >= 0.5, or sample the keep decision",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --selection sample and of --random weights")
+    parser.add_argument("--max-tokens", type=int, default=None, help="keep at most this many tokens per image")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+@command("tokenize", "turn images into dynamic-length visual token ids")(_configure_tokenize)
+def _run_tokenize(args: argparse.Namespace) -> int:
+    from gvt.tokenize_images import load_tokenizer_and_processor, tokenize_files
+
+    if args.random:
+        tokenizer, processor = load_tokenizer_and_processor(None, seed=args.seed)
+    else:
+        from gvt.default_model import load_vision_tokenizer
+
+        tokenizer, processor = load_vision_tokenizer(args.model)
+    results = tokenize_files(
+        tokenizer, processor, args.images, selection=args.selection, seed=args.seed, max_tokens=args.max_tokens
+    )
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        for item in results:
+            print(f"{item['image']}: {item['num_tokens']} tokens of {item['num_patches']} patches")
+            print("  " + " ".join(str(i) for i in item["token_ids"]))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# gvt demo
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    from gvt.demo import DEFAULT_NUM_SCENES, DEFAULT_PICTURE
+
+    parser.add_argument("--model", default=None, help="a LaVIT repo folder (default: the embedded default)")
+    parser.add_argument("--num-scenes", type=int, default=DEFAULT_NUM_SCENES, help="held-out test scenes to evaluate")
+    parser.add_argument("--seed", type=int, default=None, help="data seed (default: the one the model trained with)")
+    parser.add_argument("--picture", default=DEFAULT_PICTURE, help="where to write the picture")
+    parser.add_argument("--no-picture", action="store_true", help="skip the picture (and the decoder pipeline)")
+    parser.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
+
+
+@command("demo", "the main job: caption and answer questions on held-out scenes, metrics table, picture")(
+    _configure_demo
+)
+def _run_demo(args: argparse.Namespace) -> int:
+    from gvt.demo import run_demo
+
+    run_demo(
+        args.model,
+        num_scenes=args.num_scenes,
+        seed=args.seed,
+        picture=None if args.no_picture else args.picture,
+        json_path=args.json,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# gvt caption
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _configure_caption(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
+    parser.add_argument("--model", default=None, help="a LaVIT repo folder (default: the embedded default)")
+    parser.add_argument("--prompt", default=None, help="ask a question instead of captioning")
+    parser.add_argument("--max-new-tokens", type=int, default=48, help="longest answer, in tokens")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+@command("caption", "caption images (or answer --prompt about them) with the embedded default")(_configure_caption)
+def _run_caption(args: argparse.Namespace) -> int:
+    from gvt.demo import caption_files
+
+    results = caption_files(args.images, model=args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        for item in results:
+            print(f"{item['image']}: {item['text']}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# gvt tiny-random
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _configure_tiny_random(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", help="output folder")
+    parser.add_argument("--mode", choices=["ids", "features", "codebook"], default="ids", help="image_input_mode")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
+
+
+@command("tiny-random", "write a complete tiny random LaVIT repo (config, weights, processor) for tests and CI")(
+    _configure_tiny_random
+)
+def _run_tiny_random(args: argparse.Namespace) -> int:
+    from gvt.tiny_random import save_tiny_random
+
+    path = save_tiny_random(args.out, image_input_mode=args.mode, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# gvt reconstruct
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _configure_reconstruct(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument(
+        "--decoder", default=None, help="a LaVITDecoderPipeline folder (default: the embedded default's decoder/)"
+    )
+    parser.add_argument(
+        "--model", default=None, help="a LaVIT repo folder with decoder/ (default: the embedded default)"
+    )
+    parser.add_argument("--out", default="reconstructions", help="output folder")
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps")
+    parser.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale")
+    parser.add_argument("--height", type=int, default=None, help="output height (default: the decoder's)")
+    parser.add_argument("--width", type=int, default=None, help="output width (default: the decoder's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
+
+
+@command("reconstruct", "tokenize images and decode the tokens back into images (diffusion decoder)")(
+    _configure_reconstruct
+)
+def _run_reconstruct(args: argparse.Namespace) -> int:
+    from gvt.pipeline_lavit_decoder import LaVITDecoderPipeline
+    from gvt.reconstruct_images import reconstruct_files
+
+    if args.decoder is None:
+        from gvt.default_model import load_default
+
+        pipeline = load_default(args.model).decoder
+        if pipeline is None:
+            raise FileNotFoundError(f"The model folder {args.model} has no decoder/ pipeline; pass --decoder.")
+    else:
+        pipeline = LaVITDecoderPipeline.from_pretrained(args.decoder)
+    written = reconstruct_files(
+        pipeline,
+        args.images,
+        args.out,
+        seed=args.seed,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        height=args.height,
+        width=args.width,
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# gvt train
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _configure_train(parser: argparse.ArgumentParser) -> None:
+    from gvt.training.llm_training import add_train_arguments
+
+    add_train_arguments(parser)
+
+
+@command("train", "train the tokenizer, the LLM (optionally LoRA) or both jointly (ETT); torchrun/accelerate ready")(
+    _configure_train
+)
+def _run_train(args: argparse.Namespace) -> int:
+    from gvt.training.llm_training import run_train
+
+    return run_train(args)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Append each option's default to its help, except None and False (said in words, or a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help is None or action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of the `chosen` command only (the others show their one-line help)."""
+    parser = argparse.ArgumentParser(
+        prog="gvt",
+        description="Visual tokenizers for large language models (LaVIT, GVT, ETT). "
+        "`gvt COMMAND --help` lists a command's options and their defaults.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, configure, run) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
+        if name == chosen:
+            configure(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((argument for argument in argv if not argument.startswith("-")), None)
+    args = build_parser(chosen).parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as error:
+        print(f"gvt {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
