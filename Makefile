@@ -7,10 +7,14 @@ export HF_DATASETS_OFFLINE := 1
 .PHONY: install demo test lint bench
 
 $(VENV)/.installed: pyproject.toml
+	@echo "First use: setting up $(VENV) (about 2 minutes; later calls reuse it)."
 	python3 -m venv $(VENV)
+	@echo "Installing PyTorch 2.13, CPU build (about 750 MB once installed)..."
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	@echo "Installing gvt with its dependencies (transformers, diffusers, datasets, peft, evaluate, accelerate) and its dev extra..."
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $@
+	@echo "$(VENV) is ready."
 
 install: $(VENV)/.installed
 
