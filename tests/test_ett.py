@@ -2,15 +2,13 @@
 
 import functools
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainerState
+from without_gvt import run_without_gvt
 
 from gvt.data import build_synthetic_dataset, to_caption_rows
 from gvt.tiny_random import build_tiny_random
@@ -186,8 +184,6 @@ def test_a_batch_without_supervised_labels_gives_a_finite_loss_and_finite_weight
 REMOTE_ETT_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    sys.path = [p for p in sys.path if "gvt" not in p and not p.rstrip("/").endswith("/src")]
-    sys.modules["gvt"] = None  # the package must not be importable
     import numpy as np, torch
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -213,14 +209,7 @@ def test_a_remote_code_repo_runs_ett_without_gvt(tmp_path):
     model, processor = ett_model()
     model.save_pretrained(tmp_path / "repo")
     processor.save_pretrained(tmp_path / "repo")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", REMOTE_ETT_SCRIPT, str(tmp_path / "repo")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    result = run_without_gvt(REMOTE_ETT_SCRIPT, tmp_path / "repo", workdir=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     assert remote["module"].startswith("transformers_modules.")
