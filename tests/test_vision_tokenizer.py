@@ -173,3 +173,20 @@ def test_bad_config():
         GVTVisionConfig.from_preset("tiny", image_size=100)
     with pytest.raises(Exception, match="decoder_types"):
         GVTVisionConfig.from_preset("tiny", decoder_types=["midres"])
+
+
+@pytest.mark.parametrize("selection", ["deterministic", "sample"])
+def test_inference_entry_points_equal_the_full_forward(tokenizer, images, selection):
+    # tokenize skips the LLM projection and encode_features the codebook search: same results as the forward.
+    def seeded():
+        return torch.Generator().manual_seed(3) if selection == "sample" else None
+
+    with torch.no_grad():
+        full = tokenizer(images, selection=selection, generator=seeded(), max_tokens=20)
+    tokens = tokenizer.tokenize(images, selection=selection, generator=seeded(), max_tokens=20)
+    features = tokenizer.encode_features(images, selection=selection, generator=seeded(), max_tokens=20)
+    for name in ("token_ids", "attention_mask", "keep_mask", "selector_log_probs"):
+        assert torch.equal(getattr(tokens, name), getattr(full, name)), name
+    assert torch.equal(features.attention_mask, full.attention_mask)
+    torch.testing.assert_close(features.features, full.features, rtol=0, atol=1e-6)
+    assert not features.features.requires_grad  # inference, like tokenize

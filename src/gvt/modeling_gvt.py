@@ -742,6 +742,26 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
             gathered.append(values * mask.reshape(*mask.shape, *([1] * (tensor.ndim - 2))).to(values.dtype))
         return mask.long(), gathered
 
+    def _kept_tokens(
+        self,
+        encoder_hidden_states: torch.Tensor,
+        selection: Selection,
+        generator: torch.Generator | None,
+        max_tokens: int | None,
+        keep_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Selector, keep decision, merger and gather (LaVIT): `(log_probs, keep, merged, attention_mask,
+        token_hidden_states)`, what `forward`, `tokenize` and `encode_features` share."""
+        patch_features = encoder_hidden_states[:, 1:]
+        log_probs = self.token_selector(patch_features)
+        if keep_mask is None:
+            keep = self.select_tokens(log_probs, selection, generator, max_tokens)
+        else:
+            keep = keep_mask.to(log_probs.device, log_probs.dtype)
+        merged = self.token_merger(patch_features, keep)
+        attention_mask, (token_hidden_states,) = self.gather_kept(keep, merged)
+        return log_probs, keep, merged, attention_mask, token_hidden_states
+
     # -- forward ----------------------------------------------------------------------------------------------------
 
     @_output_flags_reach_merger_and_resampler
@@ -774,14 +794,9 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
                 resampler_hidden_states=latents,
             )
 
-        patch_features = encoder_hidden_states[:, 1:]
-        log_probs = self.token_selector(patch_features)
-        if keep_mask is None:
-            keep = self.select_tokens(log_probs, selection, generator, max_tokens)
-        else:
-            keep = keep_mask.to(log_probs.device, log_probs.dtype)
-        merged = self.token_merger(patch_features, keep)
-        attention_mask, (token_hidden_states,) = self.gather_kept(keep, merged)
+        log_probs, keep, merged, attention_mask, token_hidden_states = self._kept_tokens(
+            encoder_hidden_states, selection, generator, max_tokens, keep_mask
+        )
         quantizer_inputs, token_ids = self.quantizer(token_hidden_states)
         token_ids = token_ids * attention_mask
         dtype = token_hidden_states.dtype  # the model's dtype; the quantizer's float32 results come back in it
@@ -813,14 +828,21 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
     ) -> GVTTokenizerOutput:
         """Images `[B, C, H, W]` -> dynamic-length codebook ids `[B, L]` + mask (LaVIT)."""
         self._require_discrete("tokenize")
-        output = self(pixel_values, selection=selection, generator=generator, max_tokens=max_tokens, return_dict=True)
+        self.check_pixel_values(pixel_values)
+        self.check_selection_arguments(selection, generator, max_tokens)
+        # What `forward` computes, less the LLM projection and the quantizer's outputs the ids do not need.
+        log_probs, keep, _, attention_mask, token_hidden_states = self._kept_tokens(
+            self.encoder(pixel_values), selection, generator, max_tokens
+        )
+        _, token_ids = self.quantizer(token_hidden_states)
         return GVTTokenizerOutput(
-            token_ids=output.token_ids,
-            attention_mask=output.attention_mask,
-            keep_mask=output.keep_mask,
-            selector_log_probs=output.selector_log_probs,
+            token_ids=token_ids * attention_mask,
+            attention_mask=attention_mask,
+            keep_mask=(keep > 0.5).long(),
+            selector_log_probs=log_probs,
         )
 
+    @torch.no_grad()
     def encode_features(
         self,
         pixel_values: torch.Tensor,
@@ -828,9 +850,22 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
         generator: torch.Generator | None = None,
         max_tokens: int | None = None,
     ) -> GVTFeaturesOutput:
-        """Images -> continuous LLM inputs `[B, L, projection_dim]` + mask (LaVIT: kept tokens; GVT: latents)."""
-        output = self(pixel_values, selection=selection, generator=generator, max_tokens=max_tokens, return_dict=True)
-        return GVTFeaturesOutput(features=output.features, attention_mask=output.attention_mask)
+        """Images -> continuous LLM inputs `[B, L, projection_dim]` + mask (LaVIT: kept tokens; GVT: latents).
+
+        Inference, like `tokenize` (no gradients; call the model, `model(pixel_values).features`, to train through
+        it); LaVIT skips the quantizer's codebook search, which the features do not need."""
+        if self.config.tokenizer_type == "gvt":
+            output = self(
+                pixel_values, selection=selection, generator=generator, max_tokens=max_tokens, return_dict=True
+            )
+            return GVTFeaturesOutput(features=output.features, attention_mask=output.attention_mask)
+        self.check_pixel_values(pixel_values)
+        self.check_selection_arguments(selection, generator, max_tokens)
+        _, _, _, attention_mask, token_hidden_states = self._kept_tokens(
+            self.encoder(pixel_values), selection, generator, max_tokens
+        )
+        features = self.projection(token_hidden_states) * attention_mask[..., None].to(token_hidden_states.dtype)
+        return GVTFeaturesOutput(features=features, attention_mask=attention_mask)
 
     def check_token_ids(self, token_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Validate codebook ids `[B, L]` (and mask); return the mask (all ones when None)."""
