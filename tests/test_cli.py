@@ -48,3 +48,17 @@ def test_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("gvt tokenize: error:") and "\n" not in err
+
+
+def test_train_help_documents_the_dataset_formats(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for form in (
+        "synthetic:N",
+        "imagefolder",
+        ".json/.jsonl/.parquet",
+        "datasets.load_dataset",
+        "(default: synthetic:64)",
+    ):
+        assert form in help_text, form

@@ -135,21 +135,35 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `gvt train`."""
     parser.add_argument("job", choices=["tokenizer", "llm", "ett"], help="which training")
     parser.add_argument("--model", default="tiny", help="a saved model folder, or 'tiny' (tiny random, for trials)")
-    parser.add_argument("--dataset", default="synthetic:64", help="see gvt.training.llm_training.load_rows")
-    parser.add_argument("--split", default="train")
+    parser.add_argument(
+        "--dataset",
+        default="synthetic:64",
+        help="synthetic:N[:count|:presence] (N synthetic scenes as caption, counting or presence rows); a folder "
+        "(datasets' imagefolder, metadata.jsonl with `text`, or `prompt` and `answer`); a .json/.jsonl/.parquet "
+        "file (columns `image`: a path relative to the file or bytes, and `text` or `prompt`/`answer`); else a "
+        "dataset name or folder for datasets.load_dataset",
+    )
+    parser.add_argument("--split", default="train", help="dataset split")
     parser.add_argument("--streaming", action="store_true", help="stream the dataset (needs --max-steps)")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--max-steps", type=int, default=100)
+    parser.add_argument("--output-dir", required=True, help="where checkpoints and the trained model go")
+    parser.add_argument("--max-steps", type=int, default=100, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=4, help="per device")
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1, help="batches per step")
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="peak learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data order and initialisation")
     parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
     parser.add_argument("--resume", default=None, help="a checkpoint folder, or 'last'")
     parser.add_argument("--lora", action="store_true", help="llm / ett: LoRA adapters on the language model")
-    parser.add_argument("--lora-r", type=int, default=8)
-    parser.add_argument("--supervise", choices=["answer", "all"], default="answer")
-    parser.add_argument("--on-bad-image", choices=["raise", "skip"], default="raise")
+    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
+    parser.add_argument(
+        "--supervise", choices=["answer", "all"], default="answer", help="loss on the answer only, or on all text"
+    )
+    parser.add_argument(
+        "--on-bad-image",
+        choices=["raise", "skip"],
+        default="raise",
+        help="an unreadable image stops the run, or is skipped",
+    )
     parser.add_argument("--unfreeze-step", type=int, default=None, help="ett: stage 2 after N steps (default: half)")
     parser.add_argument("--refreeze-step", type=int, default=None, help="ett: stage 3 after N steps")
     parser.add_argument("--alpha", type=float, default=None, help="ett: reconstruction weight (config default 0.25)")
