@@ -276,8 +276,12 @@ class GVTSelfCrossLayer(GradientCheckpointingLayer):
         self_policy: torch.Tensor | None = None,
         cross_policy: torch.Tensor | None = None,
         cross_attention_mask: torch.Tensor | None = None,
+        sequence: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        attended, _ = self.self_attn(self.self_attn_norm(hidden_states), policy=self_policy)
+        """`sequence`: when `hidden_states` are some rows of a sequence, the whole sequence they self-attend to
+        (the policies then hold those rows); each output row equals that row of the whole sequence's output."""
+        keys = None if sequence is None else self.self_attn_norm(sequence)
+        attended, _ = self.self_attn(self.self_attn_norm(hidden_states), key_value_states=keys, policy=self_policy)
         hidden_states = hidden_states + attended
         attended, _ = self.cross_attn(
             self.cross_attn_norm(hidden_states),

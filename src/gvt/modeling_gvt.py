@@ -264,14 +264,30 @@ class GVTTokenMerger(nn.Module):
         cross_policy = (1.0 - kept_keys).expand(-1, 1, num_patches, -1)
         return self_policy, cross_policy
 
-    def forward(self, patch_features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """`[B, N, D]` features and keep decision `[B, N]` -> merged features `[B, N, D]` at every position."""
+    def forward(
+        self, patch_features: torch.Tensor, keep: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`[B, N, D]` features and keep decision `[B, N]` -> merged features `[B, N, D]` at every position, or with
+        `rows` (`[B, L]` positions) at those positions only, `[B, L, D]`: the last block then computes just those
+        rows (each row of a block depends on its own query alone), the same values."""
         self_policy, cross_policy = self.policies(keep.to(torch.float32))  # the policy softmax runs in float32
         origin = self.ln_vision(patch_features)
         hidden_states = patch_features
-        for layer in self.layers:
+        for layer in self.layers[:-1] if rows is not None else self.layers:
             hidden_states = layer(hidden_states, origin, self_policy=self_policy, cross_policy=cross_policy)
-        return self.norm(hidden_states)
+        if rows is None:
+            return self.norm(hidden_states)
+        num_patches = keep.shape[1]
+        policy_rows = rows[:, None, :, None].expand(-1, 1, -1, num_patches)
+        selected = hidden_states.gather(1, rows[..., None].expand(-1, -1, hidden_states.shape[-1]))
+        selected = self.layers[-1](
+            selected,
+            origin,
+            self_policy=self_policy.gather(2, policy_rows),
+            cross_policy=cross_policy.gather(2, policy_rows),
+            sequence=hidden_states,
+        )
+        return self.norm(selected)
 
 
 class GVTQuantizer(nn.Module):
@@ -727,14 +743,20 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
         return keep
 
     @staticmethod
-    def gather_kept(keep: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Move the kept positions of each `[B, N, ...]` tensor to the front, in raster order, right-padded to the
-        largest count of the batch. Returns the `[B, L]` mask and the gathered tensors (zeros at padding)."""
+    def kept_positions(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions `[B, L]` of the kept patches in raster order, right-padded (with dropped positions) to the
+        largest count of the batch, and the `[B, L]` bool mask of the real ones."""
         kept = keep.detach() > 0.5
         counts = kept.sum(dim=1)
         length = int(counts.max()) if counts.numel() else 0
         order = torch.argsort((~kept).to(torch.int8), dim=1, stable=True)[:, :length]
-        mask = torch.arange(length, device=keep.device)[None, :] < counts[:, None]
+        return order, torch.arange(length, device=keep.device)[None, :] < counts[:, None]
+
+    @staticmethod
+    def gather_kept(keep: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Move the kept positions of each `[B, N, ...]` tensor to the front, in raster order, right-padded to the
+        largest count of the batch. Returns the `[B, L]` mask and the gathered tensors (zeros at padding)."""
+        order, mask = GVTVisionTokenizer.kept_positions(keep)
         gathered = []
         for tensor in tensors:
             index = order.reshape(*order.shape, *([1] * (tensor.ndim - 2))).expand(-1, -1, *tensor.shape[2:])
@@ -749,18 +771,25 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
         generator: torch.Generator | None,
         max_tokens: int | None,
         keep_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        every_position: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Selector, keep decision, merger and gather (LaVIT): `(log_probs, keep, merged, attention_mask,
-        token_hidden_states)`, what `forward`, `tokenize` and `encode_features` share."""
+        token_hidden_states)`, what `forward`, `tokenize` and `encode_features` share. Without `every_position`
+        the merger's last block computes the kept rows only and `merged` is None."""
         patch_features = encoder_hidden_states[:, 1:]
         log_probs = self.token_selector(patch_features)
         if keep_mask is None:
             keep = self.select_tokens(log_probs, selection, generator, max_tokens)
         else:
             keep = keep_mask.to(log_probs.device, log_probs.dtype)
-        merged = self.token_merger(patch_features, keep)
-        attention_mask, (token_hidden_states,) = self.gather_kept(keep, merged)
-        return log_probs, keep, merged, attention_mask, token_hidden_states
+        if every_position:
+            merged = self.token_merger(patch_features, keep)
+            attention_mask, (token_hidden_states,) = self.gather_kept(keep, merged)
+            return log_probs, keep, merged, attention_mask, token_hidden_states
+        positions, mask = self.kept_positions(keep)
+        token_hidden_states = self.token_merger(patch_features, keep, rows=positions)
+        token_hidden_states = token_hidden_states * mask[..., None].to(token_hidden_states.dtype)
+        return log_probs, keep, None, mask.long(), token_hidden_states
 
     # -- forward ----------------------------------------------------------------------------------------------------
 
@@ -830,9 +859,9 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
         self._require_discrete("tokenize")
         self.check_pixel_values(pixel_values)
         self.check_selection_arguments(selection, generator, max_tokens)
-        # What `forward` computes, less the LLM projection and the quantizer's outputs the ids do not need.
+        # What `forward` computes, less the LLM projection and the merger rows the ids do not need.
         log_probs, keep, _, attention_mask, token_hidden_states = self._kept_tokens(
-            self.encoder(pixel_values), selection, generator, max_tokens
+            self.encoder(pixel_values), selection, generator, max_tokens, every_position=False
         )
         _, token_ids = self.quantizer(token_hidden_states)
         return GVTTokenizerOutput(
@@ -862,7 +891,7 @@ class GVTVisionTokenizer(GVTPreTrainedModel):
         self.check_pixel_values(pixel_values)
         self.check_selection_arguments(selection, generator, max_tokens)
         _, _, _, attention_mask, token_hidden_states = self._kept_tokens(
-            self.encoder(pixel_values), selection, generator, max_tokens
+            self.encoder(pixel_values), selection, generator, max_tokens, every_position=False
         )
         features = self.projection(token_hidden_states) * attention_mask[..., None].to(token_hidden_states.dtype)
         return GVTFeaturesOutput(features=features, attention_mask=attention_mask)

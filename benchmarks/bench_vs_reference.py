@@ -1,0 +1,206 @@
+"""gvt's LaVIT tokenizer against the original code (jy0205/LaVIT), same weights, interleaved in one process.
+
+    git clone https://github.com/jy0205/LaVIT /tmp/LaVIT     # the reference code: fetched by you, never committed
+    python benchmarks/bench_vs_reference.py --reference-repo /tmp/LaVIT [--threads 1 2] [--batches 1 8] [--rounds 7]
+
+Mid-size tokenizer (EVA encoder width 384, 12 blocks, 8 heads; merger 4 blocks; 16384 codes; 224 px),
+random weights drawn by the reference's own initialisation, converted to gvt with `gvt.conversion`. The reference
+samples its keep decision (Gumbel); for an exact comparison both take the deterministic rule (the reference's
+`F.gumbel_softmax` is replaced by its noiseless hard argmax, which keeps a patch where p_keep >= p_drop, as gvt's
+`selection="deterministic"`). Rows:
+- ids: reference `tokenize_image` vs gvt `tokenize` (ids checked identical on every image, then timed);
+- features: reference `encode_features` (its list of kept LLM inputs) vs gvt `encode_features`.
+Each round times both back to back in alternating order; the table gives medians and the median of paired ratios.
+
+The reference imports `timm` only for `drop_path`, `to_2tuple` and `trunc_normal_`; where timm is absent (it pulls
+torchvision) a three-function stand-in serves while its two model files import (its `models/__init__.py`, which
+imports the whole LLM stack, is not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gvt import GVTVisionTokenizer
+from gvt.conversion import build_tokenizer, convert_lavit_tokenizer
+
+WIDTH, DEPTH, HEADS, MERGER_DEPTH, CODES, CODE_DIM = 384, 12, 8, 4, 16384, 32
+
+
+@contextlib.contextmanager
+def timm_stand_in():
+    """While the reference modules import: what they take from timm (stochastic depth, the identity at rate 0;
+    pairs; truncated normal init), unless timm is installed. Removed afterwards, so nothing else sees it."""
+    try:
+        importlib.import_module("timm.models.layers")
+        yield
+        return
+    except ImportError:
+        pass
+
+    def drop_path(x, drop_prob: float = 0.0, training: bool = False):
+        if drop_prob and training:
+            raise NotImplementedError("the stand-in only serves inference (drop_path_rate 0)")
+        return x
+
+    def to_2tuple(value):
+        return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+    layers = types.ModuleType("timm.models.layers")
+    layers.drop_path, layers.to_2tuple, layers.trunc_normal_ = drop_path, to_2tuple, nn.init.trunc_normal_
+    timm, models = types.ModuleType("timm"), types.ModuleType("timm.models")
+    timm.models, models.layers = models, layers
+    names = {"timm": timm, "timm.models": models, "timm.models.layers": layers}
+    sys.modules.update(names)
+    try:
+        yield
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+
+
+def import_reference_module(models_dir: Path, name: str) -> types.ModuleType:
+    """`models.<name>` from the reference's `LaVIT/models/`, without running that package's `__init__` (which
+    imports the whole LLM stack)."""
+    if "models" not in sys.modules:
+        package = types.ModuleType("models")
+        package.__path__ = [str(models_dir)]
+        sys.modules["models"] = package
+    spec = importlib.util.spec_from_file_location(f"models.{name}", models_dir / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def deterministic_hard_choice(logits: torch.Tensor, tau: float = 1.0, hard: bool = True, dim: int = -1, **_):
+    """The noiseless hard Gumbel-softmax: a one-hot of the argmax (ties to the first column, "keep")."""
+    return F.one_hot(logits.argmax(dim=dim), logits.shape[dim]).to(logits.dtype)
+
+
+def build_reference(repo: Path):
+    models_dir = repo / "LaVIT" / "models"
+    with timm_stand_in():
+        encoder_module = import_reference_module(models_dir, "modeling_visual_encoder")
+        tokenizer_module = import_reference_module(models_dir, "modeling_visual_tokenzier")
+    vision_cfg = {
+        "image_size": 224,
+        "layers": DEPTH,
+        "width": WIDTH,
+        "head_width": WIDTH // HEADS,
+        "mlp_ratio": 4.0,
+        "patch_size": 14,
+        "drop_path_rate": 0,
+    }
+
+    def mid_size_encoder(model_path="", use_xformers=False):
+        return encoder_module._build_vision_tower(embed_dim=CODE_DIM, vision_cfg=vision_cfg)
+
+    tokenizer_module.build_eva_clip = mid_size_encoder
+    tokenizer_module.F = types.SimpleNamespace(**{**vars(F), "gumbel_softmax": deterministic_hard_choice})
+    torch.manual_seed(0)
+    model = tokenizer_module.DynamicVisualTokenizer(
+        width=WIDTH, layers=MERGER_DEPTH, heads=HEADS, n_code=CODES, code_dim=CODE_DIM
+    ).eval()
+    return model
+
+
+def convert(reference) -> GVTVisionTokenizer:
+    encoder_state = reference.encoder.state_dict()
+    tokenizer_state = {k: v for k, v in reference.state_dict().items() if not k.startswith("encoder.")}
+    config, state_dict = convert_lavit_tokenizer(encoder_state, tokenizer_state, num_heads=HEADS)
+    return build_tokenizer(config, state_dict).eval()
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(baseline, candidate, rounds: int) -> tuple[float, float, float]:
+    baseline(), candidate()  # warm-up
+    pairs = []
+    for round_index in range(rounds):
+        if round_index % 2:
+            b, c = seconds(baseline), seconds(candidate)
+        else:
+            c, b = seconds(candidate), seconds(baseline)
+        pairs.append((b, c))
+    return (
+        statistics.median(b for b, _ in pairs),
+        statistics.median(c for _, c in pairs),
+        statistics.median(b / c for b, c in pairs),
+    )
+
+
+def check_identical(reference, model, pixels: torch.Tensor) -> int:
+    """Raise unless gvt's ids equal the reference's on every image; return the number of tokens."""
+    with torch.no_grad():
+        theirs = [row - 32002 for row in reference.tokenize_image(pixels)]  # the reference offsets ids into LLaMA's
+    tokens = model.tokenize(pixels)
+    ours = [row[: int(count)] for row, count in zip(tokens.token_ids, tokens.attention_mask.sum(1))]
+    for index, (expected, actual) in enumerate(zip(theirs, ours)):
+        if not torch.equal(expected, actual):
+            raise AssertionError(
+                f"image {index}: ids differ from the reference ({expected.tolist()} vs {actual.tolist()})"
+            )
+    return sum(len(row) for row in ours)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reference-repo", type=Path, required=True, help="a clone of github.com/jy0205/LaVIT")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    if not (args.reference_repo / "LaVIT" / "models" / "modeling_visual_tokenzier.py").is_file():
+        parser.error(
+            f"{args.reference_repo} is not a clone of jy0205/LaVIT (no LaVIT/models/modeling_visual_tokenzier.py)"
+        )
+
+    reference = build_reference(args.reference_repo)
+    model = convert(reference)
+    images = torch.randn(max(args.batches), 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    kept = check_identical(reference, model, images)
+    print(
+        f"LaVIT tokenizer, mid-size, float32, same weights; ids identical on {len(images)} images ({kept} tokens); "
+        f"{args.rounds} interleaved rounds"
+    )
+    print("| path | threads | batch | reference ms | gvt ms | gvt speed-up (median of paired ratios) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for batch in args.batches:
+            pixels = images[:batch]
+            rows = {
+                "ids": (
+                    lambda pixels=pixels: reference.tokenize_image(pixels),
+                    lambda pixels=pixels: model.tokenize(pixels),
+                ),
+                "features": (
+                    lambda pixels=pixels: reference.encode_features(pixels),
+                    lambda pixels=pixels: model.encode_features(pixels),
+                ),
+            }
+            for name, (theirs, ours) in rows.items():
+                with torch.no_grad():  # the reference's encode_features does not disable gradients itself
+                    before, now, ratio = interleaved(theirs, ours, args.rounds)
+                print(f"| {name} | {threads} | {batch} | {1e3 * before:.1f} | {1e3 * now:.1f} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
