@@ -17,6 +17,7 @@ UPSTREAM_MARKERS = (
     "flash_attn_4_test",
     "torch_compile_test",
     "generate",
+    "torch_export_test",
 )
 
 
