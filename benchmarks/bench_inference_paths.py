@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import tempfile
 import time
 
 import torch
@@ -45,6 +46,27 @@ def separate_qkv_projections():
         GVTAttention._project_self_attention = fused
 
 
+def bfloat16_copy(model: GVTVisionTokenizer) -> GVTVisionTokenizer:
+    """The model as `from_pretrained(..., dtype=torch.bfloat16)` loads it (selector and quantizer stay float32)."""
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        return GVTVisionTokenizer.from_pretrained(folder, dtype=torch.bfloat16).eval()
+
+
+def token_agreement(expected, actual) -> str:
+    """Keep decisions equal, and ids equal where both runs kept the patch."""
+    keep = (expected.keep_mask == actual.keep_mask).float().mean().item()
+    both = (expected.keep_mask * actual.keep_mask).bool()
+
+    def ids_per_patch(output):
+        ids = torch.full(output.keep_mask.shape, -1, dtype=torch.long)
+        ids[output.keep_mask.bool()] = output.token_ids[output.attention_mask.bool()]
+        return ids
+
+    same = (ids_per_patch(expected)[both] == ids_per_patch(actual)[both]).float().mean().item()
+    return f"keep {keep:.1%}, ids {same:.1%}"
+
+
 def interleaved(baseline, candidate, rounds: int) -> tuple[float, float, float]:
     """Median baseline and candidate seconds, and the median of the paired baseline / candidate ratios."""
     baseline(), candidate()  # warm-up
@@ -67,6 +89,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument(
+        "--bfloat16",
+        action="store_true",
+        help="also time tokenize in bfloat16 against float32 (the fast path on CPUs with bf16 matrix units and on "
+        "accelerators; slow without them) and print its keep / id agreement",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -114,6 +142,19 @@ def main() -> None:
         print(
             f"| encoder, fused q/k/v (before: 3 matmuls) | {batch} | {1e3 * before:.1f} | {1e3 * now:.1f} | {ratio:.2f}x |"
         )
+        if args.bfloat16:
+            half = bfloat16_copy(model)
+            half_pixels = pixels.to(torch.bfloat16)
+            agreement = token_agreement(tokens, half.tokenize(half_pixels))
+            before, now, ratio = interleaved(
+                lambda pixels=pixels: model.tokenize(pixels),
+                lambda half=half, half_pixels=half_pixels: half.tokenize(half_pixels),
+                args.rounds,
+            )
+            print(
+                f"| ids in bfloat16 (before: float32; {agreement}) | {batch} | {1e3 * before:.1f} | {1e3 * now:.1f} "
+                f"| {ratio:.2f}x |"
+            )
 
 
 if __name__ == "__main__":

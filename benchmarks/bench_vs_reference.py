@@ -9,7 +9,10 @@ samples its keep decision (Gumbel); for an exact comparison both take the determ
 `F.gumbel_softmax` is replaced by its noiseless hard argmax, which keeps a patch where p_keep >= p_drop, as gvt's
 `selection="deterministic"`). Rows:
 - ids: reference `tokenize_image` vs gvt `tokenize` (ids checked identical on every image, then timed);
-- features: reference `encode_features` (its list of kept LLM inputs) vs gvt `encode_features`.
+- features: reference `encode_features` (its list of kept LLM inputs) vs gvt `encode_features`;
+- with `--bfloat16`: the reference's float32 ids vs gvt's `tokenize` loaded in bfloat16 (the fast path on CPUs with
+  bf16 matrix instructions and on accelerators), with its agreement with float32 (keep decisions, ids of patches
+  both keep).
 Each round times both back to back in alternating order; the table gives medians and the median of paired ratios.
 
 The reference imports `timm` only for `drop_path`, `to_2tuple` and `trunc_normal_`; where timm is absent (it pulls
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_inference_paths import bfloat16_copy, token_agreement
 from torch import nn
 
 from gvt import GVTVisionTokenizer
@@ -166,6 +170,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--bfloat16",
+        action="store_true",
+        help="add gvt's bfloat16 fast path (`from_pretrained(..., dtype=torch.bfloat16)`) against the float32 reference",
+    )
     args = parser.parse_args()
     if not (args.reference_repo / "LaVIT" / "models" / "modeling_visual_tokenzier.py").is_file():
         parser.error(
@@ -176,6 +185,7 @@ def main() -> None:
     model = convert(reference)
     images = torch.randn(max(args.batches), 3, 224, 224, generator=torch.Generator().manual_seed(0))
     kept = check_identical(reference, model, images)
+    half = bfloat16_copy(model) if args.bfloat16 else None
     print(
         f"LaVIT tokenizer, mid-size, float32, same weights; ids identical on {len(images)} images ({kept} tokens); "
         f"{args.rounds} interleaved rounds"
@@ -196,6 +206,13 @@ def main() -> None:
                     lambda pixels=pixels: model.encode_features(pixels),
                 ),
             }
+            if half is not None:
+                half_pixels = pixels.to(torch.bfloat16)
+                agreement = token_agreement(model.tokenize(pixels), half.tokenize(half_pixels))
+                rows[f"ids, gvt in bfloat16 ({agreement} of float32's)"] = (
+                    rows["ids"][0],
+                    lambda half=half, half_pixels=half_pixels: half.tokenize(half_pixels),
+                )
             for name, (theirs, ours) in rows.items():
                 with torch.no_grad():  # the reference's encode_features does not disable gradients itself
                     before, now, ratio = interleaved(theirs, ours, args.rounds)
