@@ -1,36 +1,25 @@
 """Caption generation speed of LaVITForCausalLM against the bare language model, and prefill cost of dynamic vs fixed
-image token counts.
+image token counts, measured in interleaved rounds (medians and paired ratios).
 
-    python benchmarks/bench_generate.py [--hidden 256 --layers 4 --new-tokens 32 --batch 4 --repeats 3]
+    python benchmarks/bench_generate.py [--hidden 256 --layers 4 --new-tokens 32 --batch 4 --rounds 7]
 
 Rows:
-- `lavit generate (pixels)`: images tokenized inside `generate`, then decoding.
-- `lavit generate (pre-tokenized ids)`: the same prompt with visual ids already in `input_ids`.
-- `bare LM generate (same embeds)`: the language model's own `generate` from the identical input embeddings.
-  The overhead of the wrapper is the ratio of the last two (target: under 5%).
+- LaVIT `generate` with pre-tokenized visual ids against the language model's own `generate` from the identical
+  input embeddings (the same new tokens, checked): the wrapper's overhead (target: under 5%);
+- LaVIT `generate` from pixels (the visual tokenizer runs inside) against the same bare baseline;
 - prefill: one forward over the batch with each image's dynamic token count vs a fixed 256 tokens per image.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
+from bench_inference_paths import interleaved
 from PIL import Image
 
 from gvt.tiny_random import build_tiny_random
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -39,7 +28,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,36 +59,40 @@ def main() -> None:
         suppress = [model.text_logits_processor()]
         counts = model.vision_tokenizer.tokenize(pixels["pixel_values"]).attention_mask.sum(1).tolist()
 
-        rows = []
-        t_pixels = timed(lambda: model.generate(**pixels, **common), args.repeats)
-        t_ids = timed(lambda: model.generate(**ids, **common), args.repeats)
-        t_bare = timed(
-            lambda: model.language_model.generate(
+        def bare():
+            return model.language_model.generate(
                 inputs_embeds=embeds, attention_mask=ids["attention_mask"], logits_processor=suppress, **common
-            ),
-            args.repeats,
-        )
-        tokens = n * args.batch
-        rows.append(("lavit generate (pixels)", t_pixels, tokens / t_pixels))
-        rows.append(("lavit generate (pre-tokenized ids)", t_ids, tokens / t_ids))
-        rows.append(("bare LM generate (same embeds)", t_bare, tokens / t_bare))
+            )
+
+        # Same embeddings, same greedy tokens: LaVIT's generate returns the prompt followed by them.
+        lavit_new = model.generate(**ids, **common)[:, ids["input_ids"].shape[1] :]
+        if not torch.equal(lavit_new, bare()):
+            raise AssertionError("LaVIT's generate and the bare language model's disagree on the same embeddings")
+        overhead_ids = interleaved(bare, lambda: model.generate(**ids, **common), args.rounds)
+        overhead_pixels = interleaved(bare, lambda: model.generate(**pixels, **common), args.rounds)
 
         prompt_len = ids["input_ids"].shape[1] - max(counts)
         fixed_ids = torch.randint(256, 768, (args.batch, prompt_len + 256))
-        t_dynamic = timed(lambda: model(**ids), args.repeats)
-        t_fixed = timed(lambda: model(input_ids=fixed_ids), args.repeats)
+        prefill = interleaved(lambda: model(input_ids=fixed_ids), lambda: model(**ids), args.rounds)
 
+    tokens = n * args.batch
     print(
         f"batch {args.batch}, {n} new tokens, LLM hidden {args.hidden} x {args.layers} layers, "
-        f"{args.threads} thread(s); visual tokens per image: {counts} (fixed baseline: 256)"
+        f"{args.threads} thread(s), {args.rounds} interleaved rounds; visual tokens per image: {counts} "
+        "(fixed baseline: 256); the same new tokens checked equal"
     )
-    print(f"{'generation':40s} {'seconds':>9s} {'tokens/s':>9s}")
-    for name, seconds, rate in rows:
-        print(f"{name:40s} {seconds:9.3f} {rate:9.1f}")
-    print(f"{'wrapper overhead vs bare LM':40s} {100 * (t_ids / t_bare - 1):+8.1f}%")
-    print(f"{'prefill':40s} {'seconds':>9s} {'tokens':>9s}")
-    print(f"{'dynamic token count':40s} {t_dynamic:9.3f} {ids['input_ids'].shape[1]:9d}")
-    print(f"{'fixed 256 tokens per image':40s} {t_fixed:9.3f} {fixed_ids.shape[1]:9d}")
+    print("| generation | baseline s | gvt s | gvt tokens/s | overhead (median of paired ratios) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (before, now, ratio) in (
+        ("LaVIT generate, pre-tokenized ids, vs bare LM on the same embeds", overhead_ids),
+        ("LaVIT generate from pixels (tokenizer included) vs bare LM", overhead_pixels),
+    ):
+        print(f"| {name} | {before:.3f} | {now:.3f} | {tokens / now:.1f} | {100 * (1 / ratio - 1):+.1f}% |")
+    before, now, ratio = prefill
+    print(
+        f"| prefill: dynamic token count ({ids['input_ids'].shape[1]} positions) vs fixed 256 per image "
+        f"({fixed_ids.shape[1]}) | {before:.3f} | {now:.3f} | | {ratio:.2f}x faster |"
+    )
 
 
 if __name__ == "__main__":
