@@ -8,13 +8,17 @@ itself runs on CPU over gloo, so [`FSDPTrainer`] hands the same plugin to accele
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch.distributed.fsdp import FSDPModule
 from transformers import Trainer
 
+# `accelerate launch --config_file ACCELERATE_FSDP_CONFIG -m gvt.cli train llm ...`: 2 processes, FSDP2 (see the file)
+ACCELERATE_FSDP_CONFIG = Path(__file__).with_name("accelerate_fsdp.yaml")
+
 # FSDP2, one shard group per transformer layer (the model's `_no_split_modules`), and checkpoints holding the full
-# state dict (loadable by `from_pretrained`, resumable on any number of processes). Keys as in
+# state dict (the final model loads with `from_pretrained`). Keys as in
 # `TrainingArguments.fsdp_config`; a cluster run at 7B switches `state_dict_type` to "SHARDED_STATE_DICT".
 DEFAULT_FSDP_CONFIG: dict[str, Any] = {
     "version": 2,
@@ -57,4 +61,4 @@ class FSDPTrainer(Trainer):
         super()._save(output_dir, state_dict=state_dict)
 
 
-__all__ = ["FSDPTrainer", "DEFAULT_FSDP_CONFIG"]
+__all__ = ["FSDPTrainer", "DEFAULT_FSDP_CONFIG", "ACCELERATE_FSDP_CONFIG"]

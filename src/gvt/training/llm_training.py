@@ -1,7 +1,9 @@
 """Training [`LaVITForCausalLM`] with `transformers.Trainer`: datasets, arguments, LoRA, and the `gvt train` jobs.
 
 Three trainings, one command each (`gvt train tokenizer|llm|ett --help`); every one also runs under
-`accelerate launch` or `torchrun --nproc_per_node N` (CPU processes talk over gloo):
+`accelerate launch` or `torchrun --nproc_per_node N` (CPU processes talk over gloo), data-parallel (DDP), and `llm` /
+`ett` also sharded with `--fsdp` (FSDP2, [`gvt.training.fsdp.FSDPTrainer`]). The command line parses; the jobs take
+a [`gvt.training.arguments.TrainJobArguments`]:
 
 - `tokenizer`: LaVIT stage 1, [`gvt.training.tokenizer_training.train_tokenizer`] on the dataset's images.
 - `llm`: LLM training on image + text rows ([`GVTDataCollator`]; captions or prompt + answer), the tokenizer
