@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -112,11 +113,34 @@ def bench(size: str, stage: int, steps: int, batch_size: int, device: torch.devi
     }
 
 
+def resident_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step."""
+    """Wall time of each optimizer step, and the highest resident set while training (sampled every 2 ms from the
+    start of training, i.e. after the model is wrapped or sharded: the full model every rank builds first is not in
+    it, while `ru_maxrss` keeps it)."""
 
     def __init__(self):
         self.seconds: list[float] = []
+        self.training_peak_mb = 0.0
+        self._running = False
+
+    def _sample(self):
+        while self._running:
+            self.training_peak_mb = max(self.training_peak_mb, resident_mb())
+            time.sleep(0.002)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._running = True
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._running = False
+        self._sampler.join()
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._start = time.perf_counter()
@@ -147,7 +171,12 @@ def engine_worker(engine: str, size: str, steps: int, batch_size: int, result: s
     shutil.rmtree(args.output_dir, ignore_errors=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rank = int(os.environ["RANK"])
-    record = {"seconds": timer.seconds[1:], "peak_MB": peak_mb, "samples": batch_size * world_size}
+    record = {
+        "seconds": timer.seconds[1:],
+        "peak_MB": peak_mb,
+        "training_peak_MB": timer.training_peak_mb,
+        "samples": batch_size * world_size,
+    }
     Path(f"{result}.{rank}").write_text(json.dumps(record))
 
 
@@ -170,6 +199,7 @@ def run_engine(engine: str, size: str, steps: int, batch_size: int, folder: Path
     return {
         "samples_per_s": ranks[0]["samples"] * len(step_seconds) / sum(step_seconds),
         "peak_MB": [rank["peak_MB"] for rank in ranks],
+        "training_peak_MB": [rank["training_peak_MB"] for rank in ranks],
     }
 
 
@@ -178,7 +208,10 @@ def bench_engines(sizes: list[str], steps: int, batch_size: int, repeats: int) -
         f"gvt train llm on 2 CPU processes (torchrun, gloo), batch {batch_size} per process, {steps} timed steps, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}, {repeats} interleaved DDP/FSDP pairs"
     )
-    print(f"{'size':<6} {'engine':<7} {'samples/s':>10} {'peak MB rank0':>14} {'peak MB rank1':>14} {'vs DDP':>8}")
+    print(
+        f"{'size':<6} {'engine':<7} {'samples/s':>10} {'vs DDP':>7} {'peak MB (whole run) r0/r1':>26} "
+        f"{'peak MB (training) r0/r1':>25} {'vs DDP':>7}"
+    )
     for size in sizes:
         runs: dict[str, list[dict]] = {"ddp": [], "fsdp": []}
         with tempfile.TemporaryDirectory() as folder:
@@ -186,20 +219,18 @@ def bench_engines(sizes: list[str], steps: int, batch_size: int, repeats: int) -
                 for engine in ("ddp", "fsdp"):
                     runs[engine].append(run_engine(engine, size, steps, batch_size, Path(folder), f"{engine}{repeat}"))
         for engine in ("ddp", "fsdp"):
+            pairs = list(zip(runs[engine], runs["ddp"]))
             speed = statistics.median(run["samples_per_s"] for run in runs[engine])
-            peaks = [statistics.median(run["peak_MB"][rank] for run in runs[engine]) for rank in range(2)]
-            speed_ratio = statistics.median(
-                f["samples_per_s"] / d["samples_per_s"] for f, d in zip(runs[engine], runs["ddp"])
-            )
+            speed_ratio = statistics.median(mine["samples_per_s"] / ddp["samples_per_s"] for mine, ddp in pairs)
+            whole = [statistics.median(run["peak_MB"][rank] for run in runs[engine]) for rank in range(2)]
+            training = [statistics.median(run["training_peak_MB"][rank] for run in runs[engine]) for rank in range(2)]
             memory_ratio = statistics.median(
-                max(f["peak_MB"]) / max(d["peak_MB"]) for f, d in zip(runs[engine], runs["ddp"])
+                max(mine["training_peak_MB"]) / max(ddp["training_peak_MB"]) for mine, ddp in pairs
             )
-            ratio = f"{speed_ratio:.2f}x" if engine == "fsdp" else "1.00x"
-            print(f"{size:<6} {engine:<7} {speed:>10.2f} {peaks[0]:>14.0f} {peaks[1]:>14.0f} {ratio:>8}")
-            if engine == "fsdp":
-                print(
-                    f"{'':<6} {'':<7} {'':>10} peak RSS FSDP / DDP (max over ranks, paired median): {memory_ratio:.2f}"
-                )
+            print(
+                f"{size:<6} {engine:<7} {speed:>10.2f} {speed_ratio:>6.2f}x {f'{whole[0]:.0f} / {whole[1]:.0f}':>26} "
+                f"{f'{training[0]:.0f} / {training[1]:.0f}':>25} {memory_ratio:>6.2f}x"
+            )
 
 
 def main() -> None:
