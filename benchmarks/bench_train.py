@@ -149,6 +149,19 @@ class StepTimer(TrainerCallback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+def model_state_mb(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> float:
+    """Parameters and optimizer state this process holds (its local shard under FSDP), in MB."""
+
+    def local_bytes(tensor: torch.Tensor) -> int:
+        tensor = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+        return tensor.numel() * tensor.element_size()
+
+    total = sum(local_bytes(p) for p in model.parameters())
+    for state in optimizer.state.values():
+        total += sum(local_bytes(value) for value in state.values() if torch.is_tensor(value) and value.dim() > 0)
+    return total / 2**20
+
+
 def engine_worker(engine: str, size: str, steps: int, batch_size: int, result: str) -> None:
     """One rank of `gvt train llm` (frozen tokenizer) under torchrun: `steps` timed steps after one warm-up step."""
     model, processor = build_tiny_random("ids", seed=0, **SIZES[size])
@@ -168,6 +181,7 @@ def engine_worker(engine: str, size: str, steps: int, batch_size: int, result: s
     )
     trainer.train()
     assert trainer.is_fsdp_enabled == (engine == "fsdp")
+    state_mb = model_state_mb(trainer.model_wrapped, trainer.optimizer)
     shutil.rmtree(args.output_dir, ignore_errors=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rank = int(os.environ["RANK"])
@@ -175,6 +189,7 @@ def engine_worker(engine: str, size: str, steps: int, batch_size: int, result: s
         "seconds": timer.seconds[1:],
         "peak_MB": peak_mb,
         "training_peak_MB": timer.training_peak_mb,
+        "state_MB": state_mb,
         "samples": batch_size * world_size,
     }
     Path(f"{result}.{rank}").write_text(json.dumps(record))
@@ -190,7 +205,13 @@ def run_engine(engine: str, size: str, steps: int, batch_size: int, folder: Path
     command = [torchrun, "--nproc_per_node", "2", "--master_addr", "localhost", "--master_port", str(port), __file__]
     command += ["--worker", engine, "--sizes", size, "--steps", str(steps), "--batch-size", str(batch_size)]
     command += ["--result", str(result)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    # a fixed mmap threshold: glibc returns freed large blocks (the full weights FSDP replaced by shards, activations)
+    # to the system, so the resident set follows what is in use instead of only growing
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        "MALLOC_MMAP_THRESHOLD_": "1048576",
+    }
     completed = subprocess.run(command, env=env, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"{engine} run failed:\n{completed.stderr[-3000:]}")
@@ -200,6 +221,7 @@ def run_engine(engine: str, size: str, steps: int, batch_size: int, folder: Path
         "samples_per_s": ranks[0]["samples"] * len(step_seconds) / sum(step_seconds),
         "peak_MB": [rank["peak_MB"] for rank in ranks],
         "training_peak_MB": [rank["training_peak_MB"] for rank in ranks],
+        "state_MB": [rank["state_MB"] for rank in ranks],
     }
 
 
@@ -209,8 +231,8 @@ def bench_engines(sizes: list[str], steps: int, batch_size: int, repeats: int) -
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}, {repeats} interleaved DDP/FSDP pairs"
     )
     print(
-        f"{'size':<6} {'engine':<7} {'samples/s':>10} {'vs DDP':>7} {'peak MB (whole run) r0/r1':>26} "
-        f"{'peak MB (training) r0/r1':>25} {'vs DDP':>7}"
+        f"{'size':<6} {'engine':<7} {'samples/s':>10} {'vs DDP':>7} {'peak RSS MB run r0/r1':>22} "
+        f"{'peak RSS MB training r0/r1':>27} {'vs DDP':>7} {'params+optim MB r0/r1':>22} {'vs DDP':>7}"
     )
     for size in sizes:
         runs: dict[str, list[dict]] = {"ddp": [], "fsdp": []}
@@ -227,9 +249,12 @@ def bench_engines(sizes: list[str], steps: int, batch_size: int, repeats: int) -
             memory_ratio = statistics.median(
                 max(mine["training_peak_MB"]) / max(ddp["training_peak_MB"]) for mine, ddp in pairs
             )
+            state = runs[engine][0]["state_MB"]  # the same in every run
+            state_ratio = max(state) / max(runs["ddp"][0]["state_MB"])
             print(
-                f"{size:<6} {engine:<7} {speed:>10.2f} {speed_ratio:>6.2f}x {f'{whole[0]:.0f} / {whole[1]:.0f}':>26} "
-                f"{f'{training[0]:.0f} / {training[1]:.0f}':>25} {memory_ratio:>6.2f}x"
+                f"{size:<6} {engine:<7} {speed:>10.2f} {speed_ratio:>6.2f}x {f'{whole[0]:.0f} / {whole[1]:.0f}':>22} "
+                f"{f'{training[0]:.0f} / {training[1]:.0f}':>27} {memory_ratio:>6.2f}x "
+                f"{f'{state[0]:.0f} / {state[1]:.0f}':>22} {state_ratio:>6.2f}x"
             )
 
 
