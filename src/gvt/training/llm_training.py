@@ -283,11 +283,10 @@ def _train_llm_job(args: TrainJobArguments) -> dict[str, Any]:
     collator = GVTDataCollator(
         processor, supervise=args.supervise, on_bad_image=args.on_bad_image, image_root=_image_root(args.dataset)
     )
-    save = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {}
+    options = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {}
     if args.fsdp:
-        save["fsdp"] = True
         fsdp_config = json.loads(Path(args.fsdp_config).read_text()) if args.fsdp_config else DEFAULT_FSDP_CONFIG
-        save["fsdp_config"] = dict(fsdp_config)  # TrainingArguments edits it in place
+        options.update(fsdp=True, fsdp_config=dict(fsdp_config))  # a copy: TrainingArguments edits it in place
     training_args = training_arguments(
         args.output_dir,
         max_steps=args.max_steps,
@@ -296,7 +295,7 @@ def _train_llm_job(args: TrainJobArguments) -> dict[str, Any]:
         learning_rate=args.learning_rate,
         seed=args.seed,
         disable_tqdm=args.no_progress,
-        **save,
+        **options,
     )
     trainer = FSDPTrainer(
         model=model, args=training_args, train_dataset=rows, data_collator=collator, callbacks=callbacks
