@@ -212,4 +212,7 @@ def test_train_job_arguments_are_typed_and_checked(tmp_path, capsys):
     assert main(["train", "tokenizer", "--fsdp", "--output-dir", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("gvt train: error: fsdp applies") and "Traceback" not in error
+    # one process: nothing to shard
+    assert main(["train", "llm", "--fsdp", "--output-dir", str(tmp_path / "out")]) == 2
+    assert "torchrun --nproc_per_node N" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

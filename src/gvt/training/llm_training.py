@@ -235,6 +235,11 @@ def run_train(args: TrainJobArguments) -> int:
 
     # before any work: not the working directory, not a file (the folder may hold checkpoints to resume)
     check_output_dir(args.output_dir, overwrite=True)
+    if args.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise ValueError(
+            "fsdp shards the model over several processes: launch with `torchrun --nproc_per_node N` or "
+            "`accelerate launch`."
+        )
     if args.job == "tokenizer":
         result = _train_tokenizer_job(args)
     else:
