@@ -212,18 +212,44 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
 
 
 def _configure_train(parser: argparse.ArgumentParser) -> None:
-    from gvt.training.llm_training import add_train_arguments
+    """One option per field of `TrainJobArguments` (its `help` and `choices`; a `bool` is a switch)."""
+    import dataclasses
+    import typing
 
-    add_train_arguments(parser)
+    from gvt.training.arguments import TrainJobArguments
+
+    types = typing.get_type_hints(TrainJobArguments)
+    for spec in dataclasses.fields(TrainJobArguments):
+        options = {"help": spec.metadata["help"]}
+        if "choices" in spec.metadata:
+            options["choices"] = list(spec.metadata["choices"])
+        if types[spec.name] is bool:
+            options["action"] = "store_true"
+        else:
+            value_types = [kind for kind in typing.get_args(types[spec.name]) if kind is not type(None)]
+            options["type"] = value_types[0] if value_types else types[spec.name]
+            if spec.default is dataclasses.MISSING and not spec.metadata.get("positional"):
+                options["required"] = True
+        if spec.default is not dataclasses.MISSING:
+            options["default"] = spec.default
+        if spec.metadata.get("positional"):
+            parser.add_argument(spec.name, **options)
+        else:
+            parser.add_argument("--" + spec.name.replace("_", "-"), **options)
 
 
 @command("train", "train the tokenizer, the LLM (optionally LoRA) or both jointly (ETT); torchrun/accelerate ready")(
     _configure_train
 )
 def _run_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from gvt.training.arguments import TrainJobArguments
     from gvt.training.llm_training import run_train
 
-    return run_train(args)
+    return run_train(
+        TrainJobArguments(**{spec.name: getattr(args, spec.name) for spec in dataclasses.fields(TrainJobArguments)})
+    )
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

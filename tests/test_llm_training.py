@@ -191,3 +191,28 @@ def test_lora_trains_only_adapters_and_reloads_onto_a_fresh_base(tmp_path):
         plain = build_tiny_random("ids", seed=0)[0](**batch).logits
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     assert not torch.allclose(plain, expected, atol=1e-4)  # the adapter matters
+
+
+def test_train_job_arguments_are_typed_and_checked(tmp_path, capsys):
+    from gvt.training.arguments import TrainJobArguments
+    from gvt_cli import build_parser, main
+
+    args = build_parser("train").parse_args(["train", "ett", "--output-dir", "out", "--fsdp", "--alpha", "0.5"])
+    job = TrainJobArguments(**{name: getattr(args, name) for name in TrainJobArguments.__dataclass_fields__})
+    assert (job.job, job.fsdp, job.alpha, job.max_steps, job.dataset) == ("ett", True, 0.5, 100, "synthetic:64")
+    for bad, named in (
+        ({"job": "vae"}, "job='vae'"),
+        ({"job": "llm", "batch_size": 0}, "batch_size"),
+        ({"job": "tokenizer", "fsdp": True}, "fsdp applies to the llm and ett jobs"),
+        ({"job": "llm", "fsdp_config": str(tmp_path / "fsdp.json")}, "pass --fsdp"),
+        ({"job": "llm", "fsdp": True, "fsdp_config": str(tmp_path / "fsdp.json")}, "no such file"),
+    ):
+        with pytest.raises((ValueError, FileNotFoundError), match=named):
+            TrainJobArguments(output_dir=str(tmp_path / "out"), **bad)
+    assert main(["train", "tokenizer", "--fsdp", "--output-dir", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("gvt train: error: fsdp applies") and "Traceback" not in error
+    # one process: nothing to shard
+    assert main(["train", "llm", "--fsdp", "--output-dir", str(tmp_path / "out")]) == 2
+    assert "torchrun --nproc_per_node N" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

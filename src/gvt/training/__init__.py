@@ -1,8 +1,10 @@
 """Training in gvt: the tokenizer objective (LaVIT stage 1), LLM training with `Trainer`, ETT, and the detokenizer."""
 
+from .arguments import TrainJobArguments
 from .collator import GVTDataCollator
 from .decoder_training import DecoderDenoiser, DecoderTrainingOutput, fit_vae, train_decoder
 from .ett import ETTCallback, ett_parameter_groups, prepare_ett_model
+from .fsdp import DEFAULT_FSDP_CONFIG, FSDPTrainer
 from .llm_training import load_rows, make_lora_model, training_arguments
 from .losses import (
     PatchDistillationLossOutput,
@@ -31,6 +33,9 @@ from .tokenizer_training import (
 
 __all__ = [
     "GVTDataCollator",
+    "TrainJobArguments",
+    "FSDPTrainer",
+    "DEFAULT_FSDP_CONFIG",
     "ETTCallback",
     "prepare_ett_model",
     "ett_parameter_groups",

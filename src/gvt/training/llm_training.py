@@ -1,7 +1,9 @@
 """Training [`LaVITForCausalLM`] with `transformers.Trainer`: datasets, arguments, LoRA, and the `gvt train` jobs.
 
 Three trainings, one command each (`gvt train tokenizer|llm|ett --help`); every one also runs under
-`accelerate launch` or `torchrun --nproc_per_node N` (CPU processes talk over gloo):
+`accelerate launch` or `torchrun --nproc_per_node N` (CPU processes talk over gloo), data-parallel (DDP), and `llm` /
+`ett` also sharded with `--fsdp` (FSDP2, [`gvt.training.fsdp.FSDPTrainer`]). The command line parses; the jobs take
+a [`gvt.training.arguments.TrainJobArguments`]:
 
 - `tokenizer`: LaVIT stage 1, [`gvt.training.tokenizer_training.train_tokenizer`] on the dataset's images.
 - `llm`: LLM training on image + text rows ([`GVTDataCollator`]; captions or prompt + answer), the tokenizer
@@ -29,18 +31,19 @@ gloo on CPU, no external loggers.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 from transformers.utils import logging
 
+from .arguments import TrainJobArguments
 from .collator import GVTDataCollator
 from .ett import ETTCallback
+from .fsdp import DEFAULT_FSDP_CONFIG, FSDPTrainer
 
 logger = logging.get_logger(__name__)
 
@@ -131,47 +134,6 @@ def _image_root(source: str) -> str | None:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of `gvt train`."""
-    parser.add_argument("job", choices=["tokenizer", "llm", "ett"], help="which training")
-    parser.add_argument("--model", default="tiny", help="a saved model folder, or 'tiny' (tiny random, for trials)")
-    parser.add_argument(
-        "--dataset",
-        default="synthetic:64",
-        help="synthetic:N[:count|:presence] (N synthetic scenes as caption, counting or presence rows); a folder "
-        "(datasets' imagefolder, metadata.jsonl with `text`, or `prompt` and `answer`); a .json/.jsonl/.parquet "
-        "file (columns `image`: a path relative to the file or bytes, and `text` or `prompt`/`answer`); else a "
-        "dataset name or folder for datasets.load_dataset",
-    )
-    parser.add_argument("--split", default="train", help="dataset split")
-    parser.add_argument("--streaming", action="store_true", help="stream the dataset (needs --max-steps)")
-    parser.add_argument("--output-dir", required=True, help="where checkpoints and the trained model go")
-    parser.add_argument("--max-steps", type=int, default=100, help="optimizer steps")
-    parser.add_argument("--batch-size", type=int, default=4, help="per device")
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=1, help="batches per step")
-    parser.add_argument("--learning-rate", type=float, default=1e-4, help="peak learning rate")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data order and initialisation")
-    parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
-    parser.add_argument("--resume", default=None, help="a checkpoint folder, or 'last'")
-    parser.add_argument("--lora", action="store_true", help="llm / ett: LoRA adapters on the language model")
-    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
-    parser.add_argument(
-        "--supervise", choices=["answer", "all"], default="answer", help="loss on the answer only, or on all text"
-    )
-    parser.add_argument(
-        "--on-bad-image",
-        choices=["raise", "skip"],
-        default="raise",
-        help="an unreadable image stops the run, or is skipped",
-    )
-    parser.add_argument("--unfreeze-step", type=int, default=None, help="ett: stage 2 after N steps (default: half)")
-    parser.add_argument("--refreeze-step", type=int, default=None, help="ett: stage 3 after N steps")
-    parser.add_argument("--alpha", type=float, default=None, help="ett: reconstruction weight (config default 0.25)")
-    parser.add_argument("--target-keep-ratio", type=float, default=0.5, help="tokenizer: keep-ratio target")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--result-json", default=None, help="write the per-step losses here (main process)")
-
-
 def _load_model(name: str, mode: str):
     from ..tiny_random import build_tiny_random
 
@@ -182,7 +144,7 @@ def _load_model(name: str, mode: str):
     return AutoModelForCausalLM.from_pretrained(name), AutoProcessor.from_pretrained(name)
 
 
-def _train_tokenizer_job(args: argparse.Namespace) -> dict[str, Any]:
+def _train_tokenizer_job(args: TrainJobArguments) -> dict[str, Any]:
     from ..atomic_write import HF_WEIGHT_FILES, atomic_output_dir
     from ..configuration_gvt import VISION_PRESETS, GVTVisionConfig
     from ..image_processing_gvt import GVTImageProcessor
@@ -254,7 +216,7 @@ def _trainer_state_ok(checkpoint: Path) -> bool:
     return True
 
 
-def _resume_argument(args: argparse.Namespace) -> str | None:
+def _resume_argument(args: TrainJobArguments) -> str | None:
     if args.resume is None:
         return None
     if args.resume == "last":
@@ -267,12 +229,17 @@ def _resume_argument(args: argparse.Namespace) -> str | None:
     return args.resume
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """Run `gvt train JOB` from parsed arguments; returns the exit code."""
+def run_train(args: TrainJobArguments) -> int:
+    """Run `gvt train JOB` with `args`; returns the exit code."""
     from ..atomic_write import check_output_dir
 
     # before any work: not the working directory, not a file (the folder may hold checkpoints to resume)
     check_output_dir(args.output_dir, overwrite=True)
+    if args.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise ValueError(
+            "fsdp shards the model over several processes: launch with `torchrun --nproc_per_node N` or "
+            "`accelerate launch`."
+        )
     if args.job == "tokenizer":
         result = _train_tokenizer_job(args)
     else:
@@ -285,7 +252,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_llm_job(args: argparse.Namespace) -> dict[str, Any]:
+def _train_llm_job(args: TrainJobArguments) -> dict[str, Any]:
     resume = _resume_argument(args)
     model, processor = _load_model(args.model, "codebook" if args.job == "ett" else "ids")
     callbacks = []
@@ -321,7 +288,10 @@ def _train_llm_job(args: argparse.Namespace) -> dict[str, Any]:
     collator = GVTDataCollator(
         processor, supervise=args.supervise, on_bad_image=args.on_bad_image, image_root=_image_root(args.dataset)
     )
-    save = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {}
+    options = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {}
+    if args.fsdp:
+        fsdp_config = json.loads(Path(args.fsdp_config).read_text()) if args.fsdp_config else DEFAULT_FSDP_CONFIG
+        options.update(fsdp=True, fsdp_config=dict(fsdp_config))  # a copy: TrainingArguments edits it in place
     training_args = training_arguments(
         args.output_dir,
         max_steps=args.max_steps,
@@ -330,9 +300,11 @@ def _train_llm_job(args: argparse.Namespace) -> dict[str, Any]:
         learning_rate=args.learning_rate,
         seed=args.seed,
         disable_tqdm=args.no_progress,
-        **save,
+        **options,
     )
-    trainer = Trainer(model=model, args=training_args, train_dataset=rows, data_collator=collator, callbacks=callbacks)
+    trainer = FSDPTrainer(
+        model=model, args=training_args, train_dataset=rows, data_collator=collator, callbacks=callbacks
+    )
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero() and hasattr(processor, "save_pretrained"):
@@ -343,17 +315,19 @@ def _train_llm_job(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m gvt.training.llm_training JOB ...`: the same as `gvt train JOB ...`."""
-    parser = argparse.ArgumentParser(prog="gvt train", description=__doc__.split("\n\n")[0])
-    add_train_arguments(parser)
-    return run_train(parser.parse_args(argv))
+    """`python -m gvt.training.llm_training JOB ...`: the same as `gvt train JOB ...` (the command line parses)."""
+    import sys
+
+    from gvt_cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 __all__ = [
     "training_arguments",
     "make_lora_model",
     "load_rows",
-    "add_train_arguments",
+    "TrainJobArguments",
     "run_train",
     "last_complete_checkpoint",
     "main",
