@@ -13,8 +13,10 @@ Layout of the work (it does not depend on the number of processes, so neither do
 - The source is cut into *input shards*: a map-style dataset is one input shard; a streaming one has one per source
   file (`IterableDataset.num_shards`, read with `IterableDataset.shard(num_shards, index)`).
 - Each input shard is cut into *output shards* of `shard_size` consecutive rows:
-  `data/shard-{input:05d}-{chunk:05d}.parquet`. Map-style: output shard `k` goes to rank `k % world_size`;
-  streaming: input shard `j` goes to rank `j % world_size`, which writes its chunks in order.
+  `data/shard-{input:05d}-{chunk:05d}.parquet`. With at least as many input shards as processes, input shard `j`
+  goes to rank `j % world_size` (each process reads only its files); else output shard `(j, k)` goes to rank
+  `(j + k) % world_size` (a map-style dataset reads only its rows; a stream is read by every process, which decodes
+  and tokenizes only its own chunks).
 - A shard is written through [`gvt.atomic_write.atomic_output_file`], then its entry
   `manifest/shard-{input}-{chunk}.json` (rows, skipped images, content and file hashes), also atomically. A shard
   counts as done only when its entry exists and the file's hash matches it; on a restart done shards are skipped and
@@ -24,8 +26,8 @@ Layout of the work (it does not depend on the number of processes, so neither do
 - `manifest.json` holds the run's settings (written first: a restart with other settings is refused) and, once every
   rank is done, the list of shards and the totals (`"complete": true`).
 
-Each row of a shard: `key` (the `id_column` as a string, else the row's position: `"{index}"` map-style,
-`"{input}:{index}"` streaming), `visual_token_ids` (list<int32>, codebook indices), `num_tokens`, and the source's
+Each row of a shard: `key` (the `id_column` as a string, else the row's position: `"{index}"`, or
+`"{input}:{index}"` for a stream of several files), `visual_token_ids` (list<int32>, codebook indices), `num_tokens`, and the source's
 other columns (captions...) carried over. An image that fails to decode is skipped and counted, or raises
 (`on_bad_image="raise"`).
 """
@@ -352,8 +354,12 @@ def _content_sha256(keys: list[str], offsets: np.ndarray, values: np.ndarray) ->
     return digest.hexdigest()
 
 
-def _finish_manifest(output_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    entries = [_read_json(path) for path in sorted((output_dir / ENTRY_DIR).glob("shard-*.json"))]
+def _finish_manifest(output_dir: Path, settings: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Check that every shard of the run is done and write the final manifest."""
+    entries = [_shard_done(output_dir, name) for name in names]
+    missing = [name for name, entry in zip(names, entries) if entry is None]
+    if missing:
+        raise RuntimeError(f"Shards {missing[:5]} of {len(names)} are missing after every process finished.")
     manifest = {
         "settings": settings,
         "complete": True,
@@ -481,51 +487,76 @@ class _ShardWriter:
         return [column for column in rows if column not in reserved and column != "__key"]
 
 
-def _with_keys(batch: dict[str, list], arguments: PretokenizeArguments, first: int, input_shard: int | None):
-    """Add the `key` column: the id column as strings, else the row positions."""
+def _with_keys(batch: dict[str, list], arguments: PretokenizeArguments, first: int, prefix: str) -> dict[str, list]:
+    """Add the `key` column: the id column as strings, else the row positions (`prefix` + index)."""
     size = len(batch[arguments.image_column])
     if arguments.id_column in batch:
         keys = [str(value) for value in batch[arguments.id_column]]
-    elif input_shard is None:
-        keys = [str(index) for index in range(first, first + size)]
     else:
-        keys = [f"{input_shard}:{index}" for index in range(first, first + size)]
+        keys = [f"{prefix}{index}" for index in range(first, first + size)]
     return {**batch, "key": keys}
 
 
 def _slice_with_keys(dataset, start: int, stop: int, arguments: PretokenizeArguments) -> dict[str, list]:
-    return _with_keys(dataset[start:stop], arguments, start, None)
+    return _with_keys(dataset[start:stop], arguments, start, "")
+
+
+def _owner(input_shard: int, chunk: int, num_inputs: int, world_size: int) -> int:
+    """The rank that writes output shard (`input_shard`, `chunk`): whole input shards round-robin when there are at
+    least as many as processes (each process reads only its own files), else chunks round-robin (every process reads
+    the input, and decodes and tokenizes only its own chunks). Which shards exist does not depend on this."""
+    if num_inputs >= world_size:
+        return input_shard % world_size
+    return (input_shard + chunk) % world_size
 
 
 def _map_style_chunks(dataset, arguments: PretokenizeArguments, ranks: _Ranks) -> Iterator[tuple[int, int, Any]]:
-    """(input shard 0, chunk k, rows) of this rank's output shards `k % world_size == rank`, lazily."""
+    """(input shard 0, chunk k, rows loader) of this rank's output shards."""
     num_chunks = math.ceil(len(dataset) / arguments.shard_size)
-    for chunk in range(ranks.rank, num_chunks, ranks.world_size):
-        start = chunk * arguments.shard_size
-        stop = min(start + arguments.shard_size, len(dataset))
-        yield 0, chunk, partial(_slice_with_keys, dataset, start, stop, arguments)
+    for chunk in range(num_chunks):
+        if _owner(0, chunk, 1, ranks.world_size) == ranks.rank:
+            start = chunk * arguments.shard_size
+            stop = min(start + arguments.shard_size, len(dataset))
+            yield 0, chunk, partial(_slice_with_keys, dataset, start, stop, arguments)
 
 
 def _streaming_chunks(dataset, arguments: PretokenizeArguments, ranks: _Ranks, output_dir: Path):
-    """(input shard j, chunk k, rows) of this rank's input shards `j % world_size == rank`, in order; a finished input
-    shard is marked, so that a restart does not read it again."""
+    """(input shard j, chunk k, rows loader) of this rank's output shards, reading each input shard (a source file)
+    once. When an input shard has been read to its end, `manifest/input-{j}.json` records its number of chunks, so
+    that a restart reads it again only if one of this rank's chunks is not done."""
     num_inputs = dataset.num_shards
-    if num_inputs < ranks.world_size and ranks.is_main:
-        logger.warning(
-            f"The streaming source has {num_inputs} file shard(s) for {ranks.world_size} processes: "
-            f"{ranks.world_size - num_inputs} process(es) have nothing to do. Split the source into more files."
-        )
-    for input_shard in range(ranks.rank, num_inputs, ranks.world_size):
-        marker = output_dir / ENTRY_DIR / f"input-{input_shard:05d}.json"
-        if _read_json(marker) is not None:
+    for input_shard in range(num_inputs):
+        if num_inputs >= ranks.world_size and _owner(input_shard, 0, num_inputs, ranks.world_size) != ranks.rank:
             continue
-        stream = dataset.shard(num_shards=num_inputs, index=input_shard, contiguous=True)
+        marker = output_dir / ENTRY_DIR / f"input-{input_shard:05d}.json"
+        read = _read_json(marker)
+        if read is not None and all(
+            _shard_done(output_dir, _shard_name(input_shard, chunk)) is not None
+            for chunk in range(read["chunks"])
+            if _owner(input_shard, chunk, num_inputs, ranks.world_size) == ranks.rank
+        ):
+            continue
+        stream = dataset if num_inputs == 1 else dataset.shard(num_shards=num_inputs, index=input_shard)
+        prefix = "" if num_inputs == 1 else f"{input_shard}:"
         chunk, first = 0, 0
         for batch in stream.iter(batch_size=arguments.shard_size):
-            size = len(batch[arguments.image_column])
-            yield input_shard, chunk, partial(_with_keys, batch, arguments, first, input_shard)
-            chunk, first = chunk + 1, first + size
+            if _owner(input_shard, chunk, num_inputs, ranks.world_size) == ranks.rank:
+                yield input_shard, chunk, partial(_with_keys, batch, arguments, first, prefix)
+            chunk, first = chunk + 1, first + len(batch[arguments.image_column])
         _write_entry({"input_shard": input_shard, "chunks": chunk, "rows": first}, marker)
+
+
+def _expected_shards(dataset, arguments: PretokenizeArguments, output_dir: Path) -> list[str]:
+    """Names of every output shard of the run (after all ranks finished)."""
+    if not arguments.streaming:
+        return [_shard_name(0, chunk) for chunk in range(math.ceil(len(dataset) / arguments.shard_size))]
+    names = []
+    for input_shard in range(dataset.num_shards):
+        marker = _read_json(output_dir / ENTRY_DIR / f"input-{input_shard:05d}.json")
+        if marker is None:
+            raise RuntimeError(f"The input shard {input_shard} was not read to its end by any process.")
+        names.extend(_shard_name(input_shard, chunk) for chunk in range(marker["chunks"]))
+    return names
 
 
 def pretokenize(arguments: PretokenizeArguments, vision_tokenizer=None, image_processor=None) -> PretokenizeResult:
@@ -592,7 +623,9 @@ def pretokenize(arguments: PretokenizeArguments, vision_tokenizer=None, image_pr
     bar.close()
 
     ranks.barrier()
-    manifest = _finish_manifest(output_dir, settings) if ranks.is_main else {}
+    manifest = {}
+    if ranks.is_main:
+        manifest = _finish_manifest(output_dir, settings, _expected_shards(dataset, arguments, output_dir))
     ranks.barrier()
     return PretokenizeResult(
         output_dir=str(output_dir),
