@@ -139,6 +139,8 @@ import pyarrow.parquet
 import gvt.pretokenize as pretokenize_module
 
 point, source, output_dir, shard_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if os.environ.get("RANK", "0") != sys.argv[5]:
+    point = None  # another rank than the one to kill (under torchrun)
 calls = []
 write_table, write_entry = pyarrow.parquet.write_table, pretokenize_module._write_entry
 
@@ -163,25 +165,49 @@ pretokenize_module.pretokenize(pretokenize_module.PretokenizeArguments(
 """
 
 
-@pytest.mark.parametrize("point", ["during_shard", "before_entry"])
-def test_killed_run_restarts_to_the_same_rows(image_folder, reference, tmp_path, point):
+def test_killed_run_restarts_to_the_same_rows(image_folder, reference, tmp_path):
+    """SIGKILL after the second shard is in place, before its manifest entry: the restart writes it again."""
     out = tmp_path / "ids"
-    command = [sys.executable, "-c", KILLER, point, str(image_folder), str(out), str(SETTINGS["shard_size"])]
+    command = [sys.executable, "-c", KILLER, "before_entry", str(image_folder), str(out), "3", "0"]
     result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == -9, result.stderr[-3000:]
-    assert len(list((out / "manifest").glob("shard-*.json"))) == 1
-    leftovers = [path.name for path in (out / "data").iterdir() if "gvt-staging" in path.name]
-    assert leftovers if point == "during_shard" else (out / "data" / "shard-00000-00001.parquet").is_file()
+    assert [path.name for path in (out / "manifest").glob("shard-*.json")] == ["shard-00000-00000.json"]
+    assert (out / "data" / "shard-00000-00001.parquet").is_file()
 
     resumed = pretokenize(PretokenizeArguments(source=str(image_folder), output_dir=str(out), **SETTINGS))
     assert (resumed.shards_skipped, resumed.shards_written) == (1, 3)
     assert rows_by_key(out) == rows_by_key(reference)
-    assert not [path for path in (out / "data").iterdir() if "gvt-staging" in path.name]
     manifest = json.loads((out / "manifest.json").read_text())
     expected = json.loads((reference / "manifest.json").read_text())
     assert [entry["content_sha256"] for entry in manifest["shards"]] == [
         entry["content_sha256"] for entry in expected["shards"]
     ]
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
+def test_rank_killed_mid_shard_restarts_to_the_same_rows(image_folder, reference, tmp_path):
+    """2 processes, rank 1 SIGKILLed half-way through writing its second shard (torchrun then stops rank 0); the
+    restart, here with 1 process, finishes the run with exactly the reference rows."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    out = tmp_path / "ids"
+    command = [torchrun, "--nproc_per_node", "2", "--master_addr", "localhost", "--master_port", str(free_port())]
+    command += [str(script), "during_shard", str(image_folder), str(out), "2", "1"]
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Signal 9 (SIGKILL)" in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["complete"]
+    done = sorted(path.name for path in (out / "manifest").glob("shard-*.json"))
+    assert "shard-00000-00001.json" in done and "shard-00000-00003.json" not in done
+    assert [path for path in (out / "data").iterdir() if "gvt-staging" in path.name]  # rank 1's half-written shard
+
+    settings = {**SETTINGS, "shard_size": 2}
+    resumed = pretokenize(PretokenizeArguments(source=str(image_folder), output_dir=str(out), **settings))
+    assert resumed.shards_skipped == len(done) and resumed.shards_skipped + resumed.shards_written == 6
+    assert rows_by_key(out) == rows_by_key(reference)
+    assert not [path for path in (out / "data").iterdir() if "gvt-staging" in path.name]
 
 
 def test_output_folder_is_checked(image_folder, reference, tmp_path):
