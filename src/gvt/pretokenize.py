@@ -154,6 +154,9 @@ class PretokenizeResult:
     rows_written: int
     images_skipped: int
     seconds: float
+    """The whole call (model and dataset loading included)."""
+    shard_seconds: float
+    """The part spent on this rank's shards (decoding, tokenizing, writing, checking done ones)."""
     manifest: dict[str, Any] = field(default_factory=dict)
     """The final manifest (main process, once every rank is done)."""
 
@@ -610,6 +613,7 @@ def pretokenize(arguments: PretokenizeArguments, vision_tokenizer=None, image_pr
     )
     writer = _ShardWriter(arguments, vision_tokenizer, image_processor, output_dir, bar)
     written = skipped_shards = rows_written = images_skipped = 0
+    shards_started = time.perf_counter()
     for input_shard, chunk, load in chunks:
         done = _shard_done(output_dir, _shard_name(input_shard, chunk))
         if done is not None:
@@ -621,6 +625,7 @@ def pretokenize(arguments: PretokenizeArguments, vision_tokenizer=None, image_pr
         rows_written += entry["rows"]
         images_skipped += entry["skipped_images"]
     bar.close()
+    shard_seconds = time.perf_counter() - shards_started
 
     ranks.barrier()
     manifest = {}
@@ -636,6 +641,7 @@ def pretokenize(arguments: PretokenizeArguments, vision_tokenizer=None, image_pr
         rows_written=rows_written,
         images_skipped=images_skipped,
         seconds=time.perf_counter() - started,
+        shard_seconds=shard_seconds,
         manifest=manifest,
     )
 
