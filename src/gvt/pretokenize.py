@@ -34,6 +34,7 @@ other columns (captions...) carried over. An image that fails to decode is skipp
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -58,6 +59,8 @@ MANIFEST_NAME = "manifest.json"
 DATA_DIR = "data"
 ENTRY_DIR = "manifest"
 FORMAT_VERSION = 1
+COORDINATION_TIMEOUT = datetime.timedelta(hours=24)
+"""How long a process waits for the others (at the end, the fastest waits for the slowest)."""
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -180,11 +183,10 @@ class _Ranks:
             self.rank = int(os.environ.get("RANK", "0"))
             self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
             if self.world_size > 1:
-                dist.init_process_group(backend="gloo")
+                dist.init_process_group(backend="gloo", timeout=COORDINATION_TIMEOUT)
         self.group = None
-        if self.world_size > 1:
-            backend = dist.get_backend()
-            self.group = None if backend == "gloo" else dist.new_group(backend="gloo")
+        if self.world_size > 1 and dist.get_backend() != "gloo":
+            self.group = dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT)
 
     @property
     def is_main(self) -> bool:
@@ -430,6 +432,11 @@ class _ShardWriter:
         import pyarrow as pa
 
         arguments = self.arguments
+        if arguments.image_column not in rows:
+            raise ValueError(
+                f"The source {arguments.source} has no image column {arguments.image_column!r} (columns: "
+                f"{sorted(column for column in rows if column != 'key')}); pass image_column (--image-column)."
+            )
         name = _shard_name(input_shard, chunk)
         keys = rows["key"]
         kept = np.zeros(len(keys), dtype=bool)
@@ -490,9 +497,13 @@ class _ShardWriter:
         return [column for column in rows if column not in reserved and column != "__key"]
 
 
+def _num_rows(batch: dict[str, list]) -> int:
+    return len(next(iter(batch.values()))) if batch else 0
+
+
 def _with_keys(batch: dict[str, list], arguments: PretokenizeArguments, first: int, prefix: str) -> dict[str, list]:
     """Add the `key` column: the id column as strings, else the row positions (`prefix` + index)."""
-    size = len(batch[arguments.image_column])
+    size = _num_rows(batch)
     if arguments.id_column in batch:
         keys = [str(value) for value in batch[arguments.id_column]]
     else:
@@ -545,8 +556,9 @@ def _streaming_chunks(dataset, arguments: PretokenizeArguments, ranks: _Ranks, o
         for batch in stream.iter(batch_size=arguments.shard_size):
             if _owner(input_shard, chunk, num_inputs, ranks.world_size) == ranks.rank:
                 yield input_shard, chunk, partial(_with_keys, batch, arguments, first, prefix)
-            chunk, first = chunk + 1, first + len(batch[arguments.image_column])
-        _write_entry({"input_shard": input_shard, "chunks": chunk, "rows": first}, marker)
+            chunk, first = chunk + 1, first + _num_rows(batch)
+        if _owner(input_shard, 0, num_inputs, ranks.world_size) == ranks.rank:  # one writer per marker
+            _write_entry({"input_shard": input_shard, "chunks": chunk, "rows": first}, marker)
 
 
 def _expected_shards(dataset, arguments: PretokenizeArguments, output_dir: Path) -> list[str]:
@@ -567,7 +579,8 @@ def pretokenize(arguments: PretokenizeArguments, vision_tokenizer=None, image_pr
 
     Args:
         arguments: the run's settings.
-        vision_tokenizer ([`GVTVisionTokenizer`], *optional*): the tokenizer (default: loaded from `arguments.model`).
+        vision_tokenizer ([`GVTVisionTokenizer`], *optional*): the tokenizer (default: loaded from `arguments.model`);
+            it is moved to `arguments.device` / `arguments.dtype` and put in eval mode.
         image_processor ([`GVTImageProcessor`], *optional*): turns images into `pixel_values` (default: the model's,
             or one at the tokenizer's image size).
 
