@@ -101,6 +101,28 @@ def test_streaming_gives_the_rows_of_map_style(image_folder, reference, tmp_path
     assert {row["key"]: row for row in streamed} == rows_by_key(reference)
 
 
+def test_a_stream_of_several_files_is_split_by_file(image_folder, tmp_path):
+    """json lines files (image paths relative to them), given as a pattern: streamed, each file is an input shard;
+    the rows are those of the same files read map-style."""
+    (tmp_path / "pictures").mkdir()
+    for part in range(2):
+        lines = []
+        for index in range(part * 4, part * 4 + 4 + part):  # 4 and 5 rows
+            shutil.copy(image_folder / f"picture-{index:02d}.png", tmp_path / "pictures")
+            row = {"id": f"picture-{index}", "image": f"pictures/picture-{index:02d}.png", "text": f"text {index}"}
+            lines.append(json.dumps(row))
+        (tmp_path / f"part-{part}.jsonl").write_text("\n".join(lines) + "\n")
+    pattern = str(tmp_path / "part-*.jsonl")
+    streamed, mapped = tmp_path / "streamed", tmp_path / "mapped"
+    pretokenize(PretokenizeArguments(source=pattern, output_dir=str(streamed), streaming=True, **SETTINGS))
+    pretokenize(PretokenizeArguments(source=pattern, output_dir=str(mapped), **SETTINGS))
+    names = sorted(path.stem for path in (streamed / "data").glob("*.parquet"))
+    assert names == ["shard-00000-00000", "shard-00000-00001", "shard-00001-00000", "shard-00001-00001"]
+    assert len(list((mapped / "data").glob("*.parquet"))) == 3
+    rows = rows_by_key(streamed)
+    assert rows == rows_by_key(mapped) and len(rows) == 9 and rows["picture-8"]["text"] == "text 8"
+
+
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
 def test_two_processes_give_the_rows_of_one(image_folder, reference, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))

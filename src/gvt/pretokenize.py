@@ -35,6 +35,7 @@ other columns (captions...) carried over. An image that fails to decode is skipp
 from __future__ import annotations
 
 import datetime
+import glob
 import hashlib
 import json
 import math
@@ -70,8 +71,9 @@ class PretokenizeArguments:
 
     Args:
         source: an image folder (`datasets`' imagefolder; a `metadata.jsonl` adds caption columns), a `.json` /
-            `.jsonl` / `.parquet` file (image paths relative to the file's folder, or image bytes), `synthetic:N`, or
-            a name / folder for `datasets.load_dataset`.
+            `.jsonl` / `.parquet` file or a pattern of them (`"data/*.parquet"`: one input shard per file when
+            streaming; image paths relative to the files' folder, or image bytes), `synthetic:N`, or a name / folder
+            for `datasets.load_dataset`.
         output_dir: where the shards and the manifest go (new, or a previous run with the same settings: resumed).
         model: a LaVIT repo or `GVTVisionTokenizer` folder / Hub id; None: the embedded default; `"random"`: a tiny
             random tokenizer seeded with `seed` (trials). Ignored when `pretokenize` is given a tokenizer.
@@ -217,13 +219,34 @@ class _Ranks:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _data_files(source: str) -> tuple[str, list[str]] | None:
+    """(builder, sorted files) of a glob of `.json` / `.jsonl` / `.parquet` files (one input shard per file when
+    streaming), else None."""
+    if not glob.has_magic(source):
+        return None
+    files = sorted(glob.glob(os.path.expanduser(source)))
+    suffixes = {Path(file).suffix.lower() for file in files}
+    mixed = ".parquet" in suffixes and len(suffixes) > 1
+    if not files or mixed or not suffixes <= {".json", ".jsonl", ".parquet"}:
+        raise ValueError(
+            f"The pattern {source!r} matches {len(files)} file(s) with suffixes {sorted(suffixes)}; a pattern must "
+            "match .json/.jsonl files or .parquet files."
+        )
+    return ("parquet" if suffixes == {".parquet"} else "json"), files
+
+
 def _load_source(arguments: PretokenizeArguments):
     """The dataset, its image column set to `decode=False` (images are decoded here, so a bad one can be skipped)."""
     import datasets
 
     from .training.llm_training import load_rows
 
-    rows = load_rows(arguments.source, arguments.split, streaming=arguments.streaming)
+    pattern = _data_files(arguments.source)
+    if pattern is not None:
+        builder, files = pattern
+        rows = datasets.load_dataset(builder, data_files=files, split=arguments.split, streaming=arguments.streaming)
+    else:
+        rows = load_rows(arguments.source, arguments.split, streaming=arguments.streaming)
     features = rows.features
     if features is not None and arguments.image_column not in features:
         raise ValueError(
@@ -236,8 +259,9 @@ def _load_source(arguments: PretokenizeArguments):
 
 
 def _image_root(source: str) -> str | None:
-    path = Path(source)
-    return str(path.parent) if path.is_file() else None
+    """The folder that relative image paths of a file source (or a pattern of files) are resolved against."""
+    path = Path(os.path.expanduser(source))
+    return str(path.parent) if path.is_file() or glob.has_magic(source) else None
 
 
 def _load_model(arguments: PretokenizeArguments, vision_tokenizer, image_processor, rank: int):
