@@ -7,7 +7,7 @@ Runs are interleaved (1, 2, 1, 2, ...) and every ratio is taken against the 1-pr
 process reports the seconds of its shard loop (decode, tokenize, write: "images/s" is the images over the slowest
 rank's loop), its setup inside `pretokenize` (model, dataset, process group) and its peak RSS; "wall" is the whole
 launch as the parent saw it (interpreter start and imports included). A resume's "seconds lost" is
-(killed run + restart) - uninterrupted run, all as wall time of the launch.
+(killed run + restart) - uninterrupted run, in wall and in CPU seconds of the launches.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def make_inputs(root: Path, num_images: int, size: str) -> tuple[Path, Path]:
 
 
 def launch(args, images: Path, model_dir: Path, out: Path, report: Path, processes: int, kill_after: int = 0):
-    """Run the worker in `processes` processes; returns (wall seconds, per-rank reports)."""
+    """Run the worker in `processes` processes; returns (wall seconds, CPU seconds of the launch, per-rank reports)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
@@ -84,12 +84,17 @@ def launch(args, images: Path, model_dir: Path, out: Path, report: Path, process
         command = [torchrun, "--nproc_per_node", str(processes), "--master_addr", "localhost"]
         command += ["--master_port", str(free_port()), *worker]
     report.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    cpu_before, start = children_cpu_seconds(), time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, children_cpu_seconds() - cpu_before
     if kill_after == 0 and result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
-    return wall, [json.loads(path.read_text()) for path in sorted(report.glob("rank*.json"))]
+    return wall, cpu, [json.loads(path.read_text()) for path in sorted(report.glob("rank*.json"))]
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def worker(argv: list[str]) -> None:
@@ -167,7 +172,7 @@ def main() -> None:
             measured = {}
             for processes in (1, 2):
                 out, report = root / f"out-{round_index}-{processes}", root / f"report-{round_index}-{processes}"
-                wall, ranks = launch(args, images, model_dir, out, report, processes)
+                wall, _, ranks = launch(args, images, model_dir, out, report, processes)
                 assert sum(rank["rows"] for rank in ranks) == args.images
                 shard_seconds = max(rank["shard_seconds"] for rank in ranks)
                 setup = max(rank["seconds"] - rank["shard_seconds"] for rank in ranks)
@@ -204,16 +209,31 @@ def main() -> None:
 
         num_shards = -(-args.images // args.shard_size)
         kill_after = num_shards // 2
-        out, report = root / "resume", root / "report-resume"
-        full_wall, _ = launch(args, images, model_dir, root / "uninterrupted", root / "report-full", 1)
-        killed_wall, _ = launch(args, images, model_dir, out, report / "killed", 1, kill_after=kill_after)
-        restart_wall, restart = launch(args, images, model_dir, out, report / "restart", 1)
-        lost = killed_wall + restart_wall - full_wall
         print(
-            f"resume (1 process, SIGKILL half-way through shard {kill_after + 1} of {num_shards}): uninterrupted "
-            f"{full_wall:.2f} s; killed run {killed_wall:.2f} s + restart {restart_wall:.2f} s "
-            f"({restart[0]['shards_skipped']} shards skipped) = {killed_wall + restart_wall:.2f} s: {lost:.2f} s lost "
-            f"({lost / full_wall:.0%} of a run)"
+            f"\nresume: 1 process, SIGKILL half-way through shard {kill_after + 1} of {num_shards}, restart; "
+            "interleaved with uninterrupted runs (CPU seconds are the launches' own, robust to other load)"
+        )
+        print(
+            f"{'round':>5} {'full wall s':>11} {'killed+restart wall s':>22} {'lost wall s':>11} {'full CPU s':>10} "
+            f"{'killed+restart CPU s':>21} {'lost CPU s':>10} {'skipped':>7}"
+        )
+        lost_cpu, full_cpus = [], []
+        for round_index in range(args.repeats):
+            out, report = root / f"resume-{round_index}", root / f"report-resume-{round_index}"
+            full_wall, full_cpu, _ = launch(args, images, model_dir, root / f"full-{round_index}", report / "full", 1)
+            killed_wall, killed_cpu, _ = launch(args, images, model_dir, out, report / "killed", 1, kill_after)
+            restart_wall, restart_cpu, restart = launch(args, images, model_dir, out, report / "restart", 1)
+            resumed_wall, resumed_cpu = killed_wall + restart_wall, killed_cpu + restart_cpu
+            lost_cpu.append(resumed_cpu - full_cpu)
+            full_cpus.append(full_cpu)
+            print(
+                f"{round_index:>5} {full_wall:>11.2f} {resumed_wall:>22.2f} {resumed_wall - full_wall:>11.2f} "
+                f"{full_cpu:>10.2f} {resumed_cpu:>21.2f} {lost_cpu[-1]:>10.2f} {restart[0]['shards_skipped']:>7}"
+            )
+        median_lost = statistics.median(lost_cpu)
+        print(
+            f"a resume costs a median {median_lost:.2f} CPU s ({median_lost / statistics.median(full_cpus):.0%} of a run): "
+            "the half shard in flight plus one more start (interpreter, imports, model, dataset, shard checks)"
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
