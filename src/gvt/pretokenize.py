@@ -126,8 +126,8 @@ class PretokenizeArguments:
     def settings(self, model_fingerprint: str) -> dict[str, Any]:
         """What decides the output rows: a restart must match these (the batch size only matters when sampling)."""
         source = self.source
-        if Path(source).exists():
-            source = str(Path(source).resolve())
+        if Path(source).exists() or glob.has_magic(source):
+            source = os.path.abspath(os.path.expanduser(source))
         settings = {
             "format_version": FORMAT_VERSION,
             "source": source,
@@ -179,6 +179,7 @@ class _Ranks:
         import torch.distributed as dist
 
         self.dist = dist
+        self.created = False
         if dist.is_available() and dist.is_initialized():
             self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         else:
@@ -186,6 +187,7 @@ class _Ranks:
             self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
             if self.world_size > 1:
                 dist.init_process_group(backend="gloo", timeout=COORDINATION_TIMEOUT)
+                self.created = True
         self.group = None
         if self.world_size > 1 and dist.get_backend() != "gloo":
             self.group = dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT)
@@ -206,12 +208,10 @@ class _Ranks:
         self.dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
 
-    def gather(self, value: Any) -> list[Any]:
-        if self.world_size == 1:
-            return [value]
-        gathered = [None] * self.world_size
-        self.dist.all_gather_object(gathered, value, group=self.group)
-        return gathered
+    def close(self) -> None:
+        """Destroy the process group if this object created it."""
+        if self.created:
+            self.dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -637,7 +637,8 @@ def pretokenize(arguments: PretokenizeArguments, vision_tokenizer=None, image_pr
         chunks = _map_style_chunks(dataset, arguments, ranks)
         total = sum(
             min(arguments.shard_size, len(dataset) - chunk * arguments.shard_size)
-            for chunk in range(ranks.rank, math.ceil(len(dataset) / arguments.shard_size), ranks.world_size)
+            for chunk in range(math.ceil(len(dataset) / arguments.shard_size))
+            if _owner(0, chunk, 1, ranks.world_size) == ranks.rank
         )
 
     from tqdm.auto import tqdm
@@ -669,6 +670,7 @@ def pretokenize(arguments: PretokenizeArguments, vision_tokenizer=None, image_pr
     if ranks.is_main:
         manifest = _finish_manifest(output_dir, settings, _expected_shards(dataset, arguments, output_dir))
     ranks.barrier()
+    ranks.close()
     return PretokenizeResult(
         output_dir=str(output_dir),
         rank=ranks.rank,
