@@ -235,8 +235,8 @@ def _configure_pretokenize(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "source",
         help="an image folder (datasets' imagefolder; metadata.jsonl adds caption columns), a .json/.jsonl/.parquet "
-        "file (column `image`: a path relative to the file, or bytes), synthetic:N, or a dataset name or folder for "
-        "datasets.load_dataset",
+        "file or a quoted pattern of them ('data/*.parquet': one input shard per file when streaming; column `image`: "
+        "a path relative to the file, or bytes), synthetic:N, or a dataset name or folder for datasets.load_dataset",
     )
     parser.add_argument(
         "--output-dir",
