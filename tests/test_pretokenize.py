@@ -152,6 +152,8 @@ def test_two_processes_give_the_rows_of_one(image_folder, reference, tmp_path):
     result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "11 rows in 6 shards, 1 images skipped" in result.stdout
+    writers = [entry["written_by"] for entry in json.loads((out / "manifest.json").read_text())["shards"]]
+    assert writers == [{"rank": index % 2, "world_size": 2} for index in range(6)]
     assert rows_by_key(out) == rows_by_key(reference)
 
 

@@ -18,16 +18,16 @@ Layout of the work (it does not depend on the number of processes, so neither do
   `(j + k) % world_size` (a map-style dataset reads only its rows; a stream is read by every process, which decodes
   and tokenizes only its own chunks).
 - A shard is written through [`gvt.atomic_write.atomic_output_file`], then its entry
-  `manifest/shard-{input}-{chunk}.json` (rows, skipped images, content and file hashes), also atomically. A shard
-  counts as done only when its entry exists and the file's hash matches it; on a restart done shards are skipped and
-  every other one is computed again from the same rows, so a run killed at any moment and restarted gives exactly the
-  rows of an uninterrupted run: none lost, none twice. A streaming input shard is marked finished by
-  `manifest/input-{input:05d}.json`.
+  `manifest/shard-{input}-{chunk}.json` (rows, skipped images, content and file hashes, the rank that wrote it), also
+  atomically. A shard counts as done only when its entry exists and the file's hash matches it; on a restart done
+  shards are skipped and every other one is computed again from the same rows, so a run killed at any moment and
+  restarted gives exactly the rows of an uninterrupted run: none lost, none twice. A streaming input shard read to
+  its end is recorded in `manifest/input-{input:05d}.json` (its number of chunks).
 - `manifest.json` holds the run's settings (written first: a restart with other settings is refused) and, once every
   rank is done, the list of shards and the totals (`"complete": true`).
 
-Each row of a shard: `key` (the `id_column` as a string, else the row's position: `"{index}"`, or
-`"{input}:{index}"` for a stream of several files), `visual_token_ids` (list<int32>, codebook indices), `num_tokens`, and the source's
+Each row of a shard: `key` (the `id_column` as a string, else the row's position: `"{index}"`, or `"{input}:{index}"`
+for a stream of several files), `visual_token_ids` (list<int32>, codebook indices), `num_tokens`, and the source's
 other columns (captions...) carried over. An image that fails to decode is skipped and counted, or raises
 (`on_bad_image="raise"`).
 """
@@ -409,7 +409,10 @@ def _finish_manifest(output_dir: Path, settings: dict[str, Any], names: list[str
 class _ShardWriter:
     """Tokenizes the rows of one output shard in batches and writes the shard and its entry."""
 
-    def __init__(self, arguments: PretokenizeArguments, vision_tokenizer, image_processor, output_dir: Path, bar):
+    def __init__(
+        self, arguments: PretokenizeArguments, vision_tokenizer, image_processor, output_dir: Path, bar, ranks: _Ranks
+    ):
+        self.ranks = ranks
         self.arguments = arguments
         self.vision_tokenizer = vision_tokenizer
         self.image_processor = image_processor
@@ -507,6 +510,7 @@ class _ShardWriter:
             "content_sha256": _content_sha256(kept_keys, offsets, values),
             "file_sha256": _file_sha256(path),
             "bytes": path.stat().st_size,
+            "written_by": {"rank": self.ranks.rank, "world_size": self.ranks.world_size},
         }
         _write_entry(entry, self.output_dir / ENTRY_DIR / f"{name}.json")
         return entry
@@ -649,7 +653,7 @@ def pretokenize(arguments: PretokenizeArguments, vision_tokenizer=None, image_pr
         desc=f"pretokenize [rank {ranks.rank}/{ranks.world_size}]",
         disable=not arguments.progress or not ranks.is_main,
     )
-    writer = _ShardWriter(arguments, vision_tokenizer, image_processor, output_dir, bar)
+    writer = _ShardWriter(arguments, vision_tokenizer, image_processor, output_dir, bar, ranks)
     written = skipped_shards = rows_written = images_skipped = 0
     shards_started = time.perf_counter()
     for input_shard, chunk, load in chunks:
