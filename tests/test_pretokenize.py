@@ -278,3 +278,25 @@ def test_shards_train_without_pixels(image_folder, tmp_path):
             assert torch.equal(ids["input_ids"], output.expanded_input_ids)
             length = int(from_ids["attention_mask"][row].sum())
             assert torch.equal(from_ids["input_ids"][row, :length], ids["input_ids"][0])
+
+
+def test_trainer_reads_the_shards_streaming(image_folder, tmp_path):
+    """`transformers.Trainer` trains "ids" mode on the shards, streamed, without decoding an image."""
+    from transformers import Trainer
+
+    from gvt.tiny_random import build_tiny_random
+    from gvt.training.llm_training import training_arguments
+
+    model, processor = build_tiny_random(image_input_mode="ids", seed=0)
+    model.vision_tokenizer.requires_grad_(False)
+    out = tmp_path / "ids"
+    arguments = PretokenizeArguments(source=str(image_folder), output_dir=str(out), shard_size=4, progress=False)
+    pretokenize(arguments, vision_tokenizer=model.vision_tokenizer, image_processor=processor.image_processor)
+    args = training_arguments(tmp_path / "train", max_steps=3, per_device_train_batch_size=2, disable_tqdm=True)
+    collator = GVTDataCollator(processor)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=load_pretokenized(out, streaming=True), data_collator=collator
+    )
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 3 and all(np.isfinite(losses))

@@ -697,7 +697,8 @@ def pretokenize(arguments: PretokenizeArguments, vision_tokenizer=None, image_pr
 def load_pretokenized(output_dir: str | os.PathLike, streaming: bool = False, allow_incomplete: bool = False):
     """The rows of a pre-tokenization run as a `datasets.Dataset` (or `IterableDataset` with `streaming=True`), in
     shard order: `key`, `visual_token_ids`, `num_tokens` and the carried-over columns. [`GVTDataCollator`] turns
-    them into training batches without pixels.
+    them into training batches without pixels. Map-style reading converts the shards into the `datasets` cache once
+    (Arrow); `streaming=True` reads the parquet files as they are.
 
     Raises `FileNotFoundError` for a folder without a manifest, `ValueError` for an unfinished run (resume it first,
     or pass `allow_incomplete=True` to read the shards done so far)."""
