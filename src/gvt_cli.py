@@ -253,6 +253,12 @@ def _configure_pretokenize(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="dataset split")
     parser.add_argument("--streaming", action="store_true", help="stream the source (each source file an input shard)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass of the tokenizer")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="threads that decode images ahead of the tokenizer (0: the main thread); worth it on a GPU",
+    )
     parser.add_argument("--shard-size", type=int, default=10_000, help="rows per output shard")
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="the tokenizer's dtype"
@@ -299,6 +305,7 @@ def _run_pretokenize(args: argparse.Namespace) -> int:
         split=args.split,
         streaming=args.streaming,
         batch_size=args.batch_size,
+        num_workers=args.num_workers,
         shard_size=args.shard_size,
         dtype=args.dtype,
         device=args.device,

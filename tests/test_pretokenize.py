@@ -85,7 +85,7 @@ def test_rows_manifest_and_bad_images_skipped(reference):
 
 def test_bad_image_raises_when_asked(image_folder, tmp_path):
     arguments = PretokenizeArguments(
-        source=str(image_folder), output_dir=str(tmp_path / "ids"), on_bad_image="raise", **SETTINGS
+        source=str(image_folder), output_dir=str(tmp_path / "ids"), on_bad_image="raise", num_workers=2, **SETTINGS
     )
     with pytest.raises(ValueError, match="broken.png"):
         pretokenize(arguments)
@@ -94,9 +94,12 @@ def test_bad_image_raises_when_asked(image_folder, tmp_path):
     assert gvt_cli.main([*command, "--on-bad-image", "raise", "--no-progress"]) == 2
 
 
-def test_streaming_gives_the_rows_of_map_style(image_folder, reference, tmp_path):
+def test_streaming_and_decoding_threads_give_the_rows_of_map_style(image_folder, reference, tmp_path):
     out = tmp_path / "streamed"
-    pretokenize(PretokenizeArguments(source=str(image_folder), output_dir=str(out), streaming=True, **SETTINGS))
+    arguments = PretokenizeArguments(
+        source=str(image_folder), output_dir=str(out), streaming=True, num_workers=2, **SETTINGS
+    )
+    pretokenize(arguments)
     streamed = list(load_pretokenized(out, streaming=True))
     assert {row["key"]: row for row in streamed} == rows_by_key(reference)
 

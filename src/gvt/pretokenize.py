@@ -41,7 +41,9 @@ import json
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -62,6 +64,8 @@ ENTRY_DIR = "manifest"
 FORMAT_VERSION = 1
 COORDINATION_TIMEOUT = datetime.timedelta(hours=24)
 """How long a process waits for the others (at the end, the fastest waits for the slowest)."""
+PREFETCH = 2
+"""Batches whose images are decoded ahead of the one being tokenized."""
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -80,6 +84,8 @@ class PretokenizeArguments:
         split: the dataset split.
         streaming: read the source as a `datasets.IterableDataset` (each source file an input shard).
         batch_size: images per forward pass of the tokenizer.
+        num_workers: threads that decode images (Pillow releases the GIL), `PREFETCH` batches ahead of the one being
+            tokenized; 0: decode in the main thread. Does not change the output.
         shard_size: rows per output shard.
         dtype: the tokenizer's dtype (`"float32"`, `"bfloat16"`, `"float16"`).
         device: where the tokenizer runs (default: this rank's GPU `cuda:LOCAL_RANK` if there is one, else the CPU).
@@ -99,6 +105,7 @@ class PretokenizeArguments:
     split: str = "train"
     streaming: bool = False
     batch_size: int = 32
+    num_workers: int = 0
     shard_size: int = 10_000
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str | None = None
@@ -112,6 +119,8 @@ class PretokenizeArguments:
     progress: bool = True
 
     def __post_init__(self):
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}.")
         if self.batch_size < 1 or self.shard_size < 1:
             raise ValueError(f"batch_size and shard_size must be >= 1, got {self.batch_size} and {self.shard_size}.")
         if self.dtype not in DTYPES:
@@ -421,25 +430,46 @@ class _ShardWriter:
         self.bar = bar
         self.device = next(vision_tokenizer.parameters()).device
         self.dtype = next(vision_tokenizer.parameters()).dtype
+        self.pool = ThreadPoolExecutor(arguments.num_workers) if arguments.num_workers > 0 else None
 
-    def _decode(self, images: list[Any], keys: list[str]) -> tuple[list[Any], list[bool]]:
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def _load_one(self, image: Any) -> Any:
+        """One decoded image, or the error that decoding it raised (handled in row order by `_collect`)."""
+        if isinstance(image, str) and self.image_root is not None and not os.path.isabs(image):
+            image = os.path.join(self.image_root, image)
+        try:
+            if image is None:
+                raise ValueError("the row has no image")
+            return load_image(image)
+        except (ValueError, TypeError, OSError) as error:
+            return error
+
+    def _submit(self, images: list[Any]) -> list[Any]:
+        """Start decoding a batch: futures on the decoding threads, or the decoded images when there are none."""
+        if self.pool is None:
+            return [self._load_one(image) for image in images]
+        return [self.pool.submit(self._load_one, image) for image in images]
+
+    def _collect(self, pending: list[Any], keys: list[str]) -> tuple[list[Any], list[bool]]:
+        """(decoded images, which rows have one) of a submitted batch; a bad image raises or is skipped."""
         loaded, ok = [], []
-        for image, key in zip(images, keys):
-            if isinstance(image, str) and self.image_root is not None and not os.path.isabs(image):
-                image = os.path.join(self.image_root, image)
-            try:
-                if image is None:
-                    raise ValueError("the row has no image")
-                loaded.append(load_image(image))
-                ok.append(True)
-            except (ValueError, TypeError, OSError) as error:
+        for result, key in zip(pending, keys):
+            if isinstance(result, Future):
+                result = result.result()
+            if isinstance(result, Exception):
                 if self.arguments.on_bad_image == "raise":
                     raise ValueError(
-                        f"Row {key!r} of {self.arguments.source}: could not load its image: {error}. Pass "
+                        f"Row {key!r} of {self.arguments.source}: could not load its image: {result}. Pass "
                         "on_bad_image='skip' (--on-bad-image skip) to skip and count such images."
-                    ) from error
-                logger.warning(f"Skipping row {key!r}: could not load its image ({error}).")
+                    ) from result
+                logger.warning(f"Skipping row {key!r}: could not load its image ({result}).")
                 ok.append(False)
+            else:
+                loaded.append(result)
+                ok.append(True)
         return loaded, ok
 
     @torch.no_grad()
@@ -469,9 +499,16 @@ class _ShardWriter:
         kept = np.zeros(len(keys), dtype=bool)
         codes: list[torch.Tensor] = []
         counts: list[torch.Tensor] = []
-        for batch_index, start in enumerate(range(0, len(keys), arguments.batch_size)):
+        starts = list(range(0, len(keys), arguments.batch_size))
+        column = rows[arguments.image_column]
+        pending = deque(self._submit(column[start : start + arguments.batch_size]) for start in starts[:PREFETCH])
+        for batch_index, start in enumerate(starts):
             stop = start + arguments.batch_size
-            images, ok = self._decode(rows[arguments.image_column][start:stop], keys[start:stop])
+            submitted = pending.popleft()
+            if batch_index + PREFETCH < len(starts):  # decode ahead while this batch is tokenized
+                ahead = starts[batch_index + PREFETCH]
+                pending.append(self._submit(column[ahead : ahead + arguments.batch_size]))
+            images, ok = self._collect(submitted, keys[start:stop])
             kept[start:stop] = ok
             if images:
                 generator = None
@@ -656,17 +693,20 @@ def pretokenize(arguments: PretokenizeArguments, vision_tokenizer=None, image_pr
     writer = _ShardWriter(arguments, vision_tokenizer, image_processor, output_dir, bar, ranks)
     written = skipped_shards = rows_written = images_skipped = 0
     shards_started = time.perf_counter()
-    for input_shard, chunk, load in chunks:
-        done = _shard_done(output_dir, _shard_name(input_shard, chunk))
-        if done is not None:
-            skipped_shards += 1
-            bar.update(done["rows"] + done["skipped_images"])
-            continue
-        entry = writer.write(input_shard, chunk, load())
-        written += 1
-        rows_written += entry["rows"]
-        images_skipped += entry["skipped_images"]
-    bar.close()
+    try:
+        for input_shard, chunk, load in chunks:
+            done = _shard_done(output_dir, _shard_name(input_shard, chunk))
+            if done is not None:
+                skipped_shards += 1
+                bar.update(done["rows"] + done["skipped_images"])
+                continue
+            entry = writer.write(input_shard, chunk, load())
+            written += 1
+            rows_written += entry["rows"]
+            images_skipped += entry["skipped_images"]
+    finally:
+        writer.close()
+        bar.close()
     shard_seconds = time.perf_counter() - shards_started
 
     ranks.barrier()
