@@ -3,6 +3,8 @@ resident memory per process, and the cost of a resume (a run SIGKILLed in the mi
 
     python benchmarks/bench_pretokenize.py [--images 96] [--size mid] [--shard-size 16] [--batch-size 8] [--repeats 2]
 
+Also: 1 process with and without decoding threads (`--num-workers`).
+
 Runs are interleaved (1, 2, 1, 2, ...) and every ratio is taken against the 1-process run of the same round. Each
 process reports the seconds of its shard loop (decode, tokenize, write: "images/s" is the images over the slowest
 rank's loop), its setup inside `pretokenize` (model, dataset, process group) and its peak RSS; "wall" is the whole
@@ -69,14 +71,16 @@ def make_inputs(root: Path, num_images: int, size: str) -> tuple[Path, Path]:
     return images, model_dir
 
 
-def launch(args, images: Path, model_dir: Path, out: Path, report: Path, processes: int, kill_after: int = 0):
+def launch(
+    args, images: Path, model_dir: Path, out: Path, report: Path, processes: int, kill_after: int = 0, workers: int = 0
+):
     """Run the worker in `processes` processes; returns (wall seconds, CPU seconds of the launch, per-rank reports)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     worker = [__file__, "--worker", str(images), str(model_dir), str(out), str(report)]
     worker += ["--shard-size", str(args.shard_size), "--batch-size", str(args.batch_size)]
-    worker += ["--kill-after", str(kill_after)]
+    worker += ["--kill-after", str(kill_after), "--num-workers", str(workers)]
     if processes == 1:
         command = [sys.executable, *worker]
     else:
@@ -106,6 +110,7 @@ def worker(argv: list[str]) -> None:
     parser.add_argument("--shard-size", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--kill-after", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=0)
     args = parser.parse_args(argv)
 
     import torch
@@ -138,6 +143,7 @@ def worker(argv: list[str]) -> None:
             model=args.model,
             shard_size=args.shard_size,
             batch_size=args.batch_size,
+            num_workers=args.num_workers,
             progress=False,
         )
     )
@@ -159,6 +165,7 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads of the --num-workers comparison")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_pretokenize-"))
     try:
@@ -206,6 +213,22 @@ def main() -> None:
             f"2 processes / 1 process: images/s (shard loop) median {statistics.median(ratios):.2f}x, whole launch "
             f"median {statistics.median(wall_ratios):.2f}x, over {len(ratios)} rounds"
         )
+
+        print(f"\ndecoding threads, 1 process: --num-workers 0 vs {args.workers} (interleaved)")
+        print(f"{'round':>5} {'images/s, 0 threads':>20} {f'images/s, {args.workers} threads':>20} {'ratio':>6}")
+        thread_ratios = []
+        for round_index in range(args.repeats):
+            speeds = []
+            for workers in (0, args.workers):
+                out, report = (
+                    root / f"threads-{round_index}-{workers}",
+                    root / f"report-threads-{round_index}-{workers}",
+                )
+                _, _, ranks = launch(args, images, model_dir, out, report, 1, workers=workers)
+                speeds.append(args.images / ranks[0]["shard_seconds"])
+            thread_ratios.append(speeds[1] / speeds[0])
+            print(f"{round_index:>5} {speeds[0]:>20.1f} {speeds[1]:>20.1f} {thread_ratios[-1]:>6.2f}")
+        print(f"median ratio {statistics.median(thread_ratios):.2f}x")
 
         num_shards = -(-args.images // args.shard_size)
         kill_after = num_shards // 2
