@@ -281,6 +281,9 @@ def test_shards_train_without_pixels(image_folder, tmp_path):
             assert torch.equal(ids["input_ids"], output.expanded_input_ids)
             length = int(from_ids["attention_mask"][row].sum())
             assert torch.equal(from_ids["input_ids"][row, :length], ids["input_ids"][0])
+    codebook_size = model.config.vision_config.codebook_size
+    with pytest.raises(ValueError, match="codes outside"):
+        GVTDataCollator(processor)([{**rows[0], "visual_token_ids": [0, codebook_size]}])
 
 
 def test_trainer_reads_the_shards_streaming(image_folder, tmp_path):
