@@ -306,3 +306,17 @@ def test_trainer_reads_the_shards_streaming(image_folder, tmp_path):
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 3 and all(np.isfinite(losses))
+
+
+def test_sampled_selection_is_recomputed_identically(image_folder, reference, tmp_path):
+    """`selection="sample"` is seeded per shard and batch: a shard computed again (its entry lost) gets the same ids."""
+    out = tmp_path / "sampled"
+    arguments = PretokenizeArguments(source=str(image_folder), output_dir=str(out), selection="sample", **SETTINGS)
+    pretokenize(arguments)
+    first = rows_by_key(out)
+    deterministic = rows_by_key(reference)
+    assert any(first[key]["visual_token_ids"] != deterministic[key]["visual_token_ids"] for key in first)
+    (out / "manifest" / "shard-00000-00002.json").unlink()
+    again = pretokenize(arguments)
+    assert (again.shards_written, again.shards_skipped) == (1, 3)
+    assert rows_by_key(out) == first
