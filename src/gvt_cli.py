@@ -252,6 +252,108 @@ def _run_train(args: argparse.Namespace) -> int:
     )
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# gvt pretokenize
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _configure_pretokenize(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        help="an image folder (datasets' imagefolder; metadata.jsonl adds caption columns), a .json/.jsonl/.parquet "
+        "file or a quoted pattern of them ('data/*.parquet': one input shard per file when streaming; column `image`: "
+        "a path relative to the file, or bytes), synthetic:N, or a dataset name or folder for datasets.load_dataset",
+    )
+    parser.add_argument(
+        "--output-dir",
+        required=True,
+        help="where the parquet shards and manifest.json go; a new or empty folder, or an interrupted run with the "
+        "same settings (resumed)",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a LaVIT repo or GVTVisionTokenizer folder / Hub id (default: the embedded default); 'random': a tiny "
+        "random tokenizer (trials)",
+    )
+    parser.add_argument("--split", default="train", help="dataset split")
+    parser.add_argument("--streaming", action="store_true", help="stream the source (each source file an input shard)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass of the tokenizer")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="threads that decode images ahead of the tokenizer (0: the main thread); worth it on a GPU",
+    )
+    parser.add_argument("--shard-size", type=int, default=10_000, help="rows per output shard")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="the tokenizer's dtype"
+    )
+    parser.add_argument("--device", default=None, help="default: this process's GPU (LOCAL_RANK) if any, else the CPU")
+    parser.add_argument(
+        "--selection",
+        choices=["deterministic", "sample"],
+        default="deterministic",
+        help="keep patches where p(keep) >= 0.5, or sample the keep decision (seeded per shard and batch)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --selection sample and of --model random")
+    parser.add_argument("--max-tokens", type=int, default=None, help="keep at most this many tokens per image")
+    parser.add_argument(
+        "--on-bad-image",
+        choices=["raise", "skip"],
+        default="skip",
+        help="an image that fails to decode is skipped and counted in the manifest, or stops the run",
+    )
+    parser.add_argument("--image-column", default="image", help="the image column")
+    parser.add_argument(
+        "--id-column", default="id", help="a column of unique row ids used as `key` when present (else row position)"
+    )
+    parser.add_argument(
+        "--text-columns",
+        nargs="+",
+        default=None,
+        help="columns carried into the shards (default: every column but the image column)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command(
+    "pretokenize",
+    "image dataset -> parquet shards of visual token ids + manifest; resumable, torchrun/accelerate data-parallel",
+)(_configure_pretokenize)
+def _run_pretokenize(args: argparse.Namespace) -> int:
+    from gvt.pretokenize import PretokenizeArguments, pretokenize
+
+    arguments = PretokenizeArguments(
+        source=args.source,
+        output_dir=args.output_dir,
+        model=args.model,
+        split=args.split,
+        streaming=args.streaming,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        shard_size=args.shard_size,
+        dtype=args.dtype,
+        device=args.device,
+        selection=args.selection,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        on_bad_image=args.on_bad_image,
+        image_column=args.image_column,
+        id_column=args.id_column,
+        text_columns=args.text_columns,
+        progress=not args.no_progress,
+    )
+    result = pretokenize(arguments)
+    if result.manifest:
+        manifest = result.manifest
+        print(
+            f"{result.output_dir}: {manifest['num_rows']} rows in {manifest['num_shards']} shards, "
+            f"{manifest['num_skipped_images']} images skipped ({result.shards_skipped} shards were already done)"
+        )
+    return 0
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Append each option's default to its help, except None and False (said in words, or a switch)."""
 

@@ -7,7 +7,11 @@ already holds `<image>` placeholders: image-text interleaving), tokenizes it and
 the caption (`text` rows) or the answer (`prompt` + `answer` rows) is supervised; prompt, image and padding
 positions are -100. Visual ids that the model splices in for each image are supervised only when
 `config.loss_on_visual_tokens` is set (the model decides, not the collator). Rows that already hold `input_ids`
-(pre-tokenized with `processor(..., vision_tokenizer=...)`) pass through without pixels.
+(pre-tokenized with `processor(..., vision_tokenizer=...)`) pass through without pixels. Rows that hold
+`visual_token_ids` (the codebook indices of their image, or a list of them, one per image: the shards of
+`gvt pretokenize`, read with [`gvt.pretokenize.load_pretokenized`]) are laid out like image rows, with each image's
+visual ids in place of its placeholder, and need no pixels either (models whose ids carry the image: `"ids"` and
+`"codebook"` modes).
 
 Use with `TrainingArguments(remove_unused_columns=False)`: the collator needs the raw columns, which the Trainer
 would otherwise drop because `forward` does not name them.
@@ -45,6 +49,9 @@ class GVTDataCollator:
         add_eos (`bool`): end each supervised text with the tokenizer's EOS token.
         pad_to_multiple_of (`int`, *optional*): pad the batch length up to a multiple.
         separator (`str`): joins prompt and answer (and the image block and a placeholder-free text).
+        visual_token_ids_column (`str`): the column of pre-tokenized images (codebook indices, one list per image);
+            a row that has it is used instead of its image column. Under `supervise="all"` the visual ids are labels
+            too, which the model ignores unless `config.loss_on_visual_tokens` is set.
 
     Returns (from `__call__`): a dict of `input_ids`, `attention_mask`, `labels` (`[B, T]`, right-padded) and, when
     any row has an image, `pixel_values` (`[N, C, H, W]`, one per placeholder in reading order).
@@ -66,6 +73,7 @@ class GVTDataCollator:
         add_eos: bool = True,
         pad_to_multiple_of: int | None = None,
         separator: str = " ",
+        visual_token_ids_column: str = "visual_token_ids",
     ):
         if supervise not in ("answer", "all"):
             raise ValueError(f"supervise must be 'answer' or 'all', got {supervise!r}.")
@@ -90,6 +98,7 @@ class GVTDataCollator:
         self.add_eos = add_eos
         self.pad_to_multiple_of = pad_to_multiple_of
         self.separator = separator
+        self.visual_token_ids_column = visual_token_ids_column
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
@@ -185,6 +194,43 @@ class GVTDataCollator:
             input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
         return input_ids, labels
 
+    def _row_visual_ids(self, row: Mapping[str, Any], index: int) -> list[list[int]]:
+        """The LLM ids of each pre-tokenized image of a row (codebook index + the processor's visual offset)."""
+        codes = row[self.visual_token_ids_column]
+        images = [codes] if len(codes) == 0 or not isinstance(codes[0], (list, tuple)) else list(codes)
+        offset = self.processor._offset()
+        codebook_size = getattr(self.processor, "codebook_size", None)
+        visual_ids = []
+        for image_codes in images:
+            image_codes = [int(code) for code in image_codes]
+            if not image_codes:
+                raise ValueError(f"Row {index}: an image of column {self.visual_token_ids_column!r} has no token.")
+            if min(image_codes) < 0 or (codebook_size is not None and max(image_codes) >= codebook_size):
+                raise ValueError(
+                    f"Row {index}: column {self.visual_token_ids_column!r} holds codes outside "
+                    f"[0, {codebook_size}): {min(image_codes)}..{max(image_codes)}."
+                )
+            visual_ids.append([offset + code for code in image_codes])
+        return visual_ids
+
+    def _expand_visual_ids(
+        self, input_ids: list[int], labels: list[int], visual_ids: list[list[int]]
+    ) -> tuple[list[int], list[int]]:
+        """Put each image's visual ids in place of its placeholder (labelled with themselves under
+        `supervise="all"`, for the model to use or ignore)."""
+        expanded_ids: list[int] = []
+        expanded_labels: list[int] = []
+        images = iter(visual_ids)
+        for token_id, label in zip(input_ids, labels):
+            if token_id == self.image_token_id:
+                ids = next(images)
+                expanded_ids.extend(ids)
+                expanded_labels.extend(ids if self.supervise == "all" else [-100] * len(ids))
+            else:
+                expanded_ids.append(token_id)
+                expanded_labels.append(label)
+        return expanded_ids, expanded_labels
+
     # -- the batch -----------------------------------------------------------------------------------------------------
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -207,6 +253,11 @@ class GVTDataCollator:
                 if len(labels) != len(input_ids):
                     raise ValueError(f"Row {index}: labels and input_ids differ in length.")
                 sequences.append((input_ids, labels))
+                continue
+            if row.get(self.visual_token_ids_column) is not None:  # pre-tokenized images, text to lay out
+                visual_ids = self._row_visual_ids(row, index)
+                input_ids, labels = self._tokenize_row(row, index, len(visual_ids))
+                sequences.append(self._expand_visual_ids(input_ids, labels, visual_ids))
                 continue
             raw_images = self._row_images(row, index)
             try:
