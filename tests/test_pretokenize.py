@@ -320,3 +320,18 @@ def test_sampled_selection_is_recomputed_identically(image_folder, reference, tm
     again = pretokenize(arguments)
     assert (again.shards_written, again.shards_skipped) == (1, 3)
     assert rows_by_key(out) == first
+
+
+def test_gvt_train_reads_the_shards(reference, tmp_path, capsys):
+    """`gvt train llm --dataset <pretokenize output>` trains on the ids; jobs that tune the tokenizer refuse them."""
+    from gvt_cli import main
+
+    out = tmp_path / "llm"
+    code = main(["train", "llm", "--dataset", str(reference), "--output-dir", str(out), "--max-steps", "2",
+                 "--batch-size", "2", "--no-progress"])  # fmt: skip
+    assert code == 0 and (out / "config.json").is_file()
+    assert "final loss" in capsys.readouterr().out
+    code = main(["train", "ett", "--dataset", str(reference), "--output-dir", str(tmp_path / "ett"), "--no-progress"])
+    assert code == 2
+    assert "needs images" in capsys.readouterr().err
+    assert not (tmp_path / "ett").exists()

@@ -21,7 +21,8 @@ SUPERVISE_CHOICES = ("answer", "all")
 ON_BAD_IMAGE_CHOICES = ("raise", "skip")
 
 DATASET_HELP = (
-    "synthetic:N[:count|:presence] (N synthetic scenes as caption, counting or presence rows); a folder "
+    "synthetic:N[:count|:presence] (N synthetic scenes as caption, counting or presence rows); a gvt pretokenize "
+    "output folder (visual ids, no pixels: llm only); a folder "
     "(datasets' imagefolder, metadata.jsonl with `text`, or `prompt` and `answer`); a .json/.jsonl/.parquet "
     "file (columns `image`: a path relative to the file or bytes, and `text` or `prompt`/`answer`); else a "
     "dataset name or folder for datasets.load_dataset"

@@ -94,11 +94,17 @@ def make_lora_model(
     return get_peft_model(model, config)
 
 
+def is_pretokenized(source: str | os.PathLike) -> bool:
+    """Whether `source` is the output folder of `gvt pretokenize` (visual ids instead of images)."""
+    return Path(source).is_dir() and (Path(source) / "manifest.json").is_file()
+
+
 def load_rows(source: str, split: str = "train", streaming: bool = False, image_size: int = 112):
     """A dataset of training rows from `source`:
 
     - `synthetic:N` / `synthetic:N:count` / `synthetic:N:presence`: N synthetic scenes as caption rows (`image`,
       `text`) or question rows (`image`, `prompt`, `answer`);
+    - a `gvt pretokenize` output folder (it holds `manifest.json`): rows of visual ids, no pixels ("ids" mode);
     - a folder: `datasets`' image folder (a `metadata.jsonl` gives the `text` or `prompt` / `answer` columns);
     - a `.json` / `.jsonl` / `.parquet` file (image paths, relative to the file's folder, or image bytes);
     - anything else: a dataset name or folder for `datasets.load_dataset`.
@@ -115,6 +121,10 @@ def load_rows(source: str, split: str = "train", streaming: bool = False, image_
         rows = to_caption_rows(scenes) if kind == "caption" else to_qa_rows(scenes, kind=kind)
         return rows.to_iterable_dataset() if streaming else rows
     path = Path(source)
+    if is_pretokenized(path):
+        from ..pretokenize import load_pretokenized
+
+        return load_pretokenized(path, streaming=streaming)
     if path.is_dir():
         return datasets.load_dataset("imagefolder", data_dir=str(path), split=split, streaming=streaming)
     suffix = path.suffix.lower()
@@ -239,6 +249,11 @@ def run_train(args: TrainJobArguments) -> int:
         raise ValueError(
             "fsdp shards the model over several processes: launch with `torchrun --nproc_per_node N` or "
             "`accelerate launch`."
+        )
+    if args.job != "llm" and is_pretokenized(args.dataset):
+        raise ValueError(
+            f"gvt train {args.job} tunes the visual tokenizer, which needs images; {args.dataset} holds pre-tokenized "
+            "visual ids (gvt pretokenize): train `llm` on it, or pass the images."
         )
     if args.job == "tokenizer":
         result = _train_tokenizer_job(args)
