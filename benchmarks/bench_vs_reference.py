@@ -26,15 +26,13 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
-import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_inference_paths import bfloat16_copy, token_agreement
+from bench_inference_paths import bfloat16_copy, interleaved, token_agreement
 from torch import nn
 
 from gvt import GVTVisionTokenizer
@@ -126,28 +124,6 @@ def convert(reference) -> GVTVisionTokenizer:
     tokenizer_state = {k: v for k, v in reference.state_dict().items() if not k.startswith("encoder.")}
     config, state_dict = convert_lavit_tokenizer(encoder_state, tokenizer_state, num_heads=HEADS)
     return build_tokenizer(config, state_dict).eval()
-
-
-def seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def interleaved(baseline, candidate, rounds: int) -> tuple[float, float, float]:
-    baseline(), candidate()  # warm-up
-    pairs = []
-    for round_index in range(rounds):
-        if round_index % 2:
-            b, c = seconds(baseline), seconds(candidate)
-        else:
-            c, b = seconds(candidate), seconds(baseline)
-        pairs.append((b, c))
-    return (
-        statistics.median(b for b, _ in pairs),
-        statistics.median(c for _, c in pairs),
-        statistics.median(b / c for b, c in pairs),
-    )
 
 
 def check_identical(reference, model, pixels: torch.Tensor) -> int:
