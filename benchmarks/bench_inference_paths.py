@@ -1,5 +1,5 @@
-"""`tokenize` and `encode_features` against the full forward they used to run, and the encoder's fused q/k/v
-projection against three separate matmuls, interleaved in one process.
+"""`tokenize` and `encode_features` against the full forward they used to run (and, with `--bfloat16`, tokenize in
+bfloat16 against float32), interleaved in one process.
 
     python benchmarks/bench_inference_paths.py [--threads 1] [--rounds 7] [--batches 1 8]
 
@@ -7,13 +7,12 @@ Mid-size LaVIT tokenizer (as `bench_tokenizer.py`), random weights, float32. Bas
 `no_grad` (what `tokenize` ran before: it also computed the LLM projection) and the same forward with gradients
 tracked (what `encode_features` ran before: it also searched the codebook). Each round times baseline and candidate
 back to back in alternating order; the table gives medians and the median of the paired ratios. Outputs are checked
-equal (ids exactly, features to 1e-6, encoder output to 1e-5) before timing.
+equal (ids exactly, features to 1e-6) before timing.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
@@ -22,28 +21,12 @@ import torch
 from bench_tokenizer import MID_SIZE
 
 from gvt import GVTVisionConfig, GVTVisionTokenizer
-from gvt.layers import GVTAttention
 
 
 def seconds(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-@contextlib.contextmanager
-def separate_qkv_projections():
-    """The baseline of the fused projection: q, k and v as three matmuls, as before."""
-    fused = GVTAttention._project_self_attention
-
-    def separate(self, hidden_states):
-        return tuple(self._split_heads(proj(hidden_states)) for proj in (self.q_proj, self.k_proj, self.v_proj))
-
-    GVTAttention._project_self_attention = separate
-    try:
-        yield
-    finally:
-        GVTAttention._project_self_attention = fused
 
 
 def bfloat16_copy(model: GVTVisionTokenizer) -> GVTVisionTokenizer:
@@ -129,19 +112,6 @@ def main() -> None:
             before, now, ratio = interleaved(baseline, candidate, args.rounds)
             print(f"| {name} | {batch} | {1e3 * before:.1f} | {1e3 * now:.1f} | {ratio:.2f}x |")
 
-        def encoder(pixels=pixels):
-            with torch.no_grad():
-                return model.encoder(pixels)
-
-        def encoder_separate(pixels=pixels):
-            with separate_qkv_projections():
-                return encoder(pixels)
-
-        torch.testing.assert_close(encoder_separate(), encoder(), rtol=0, atol=1e-5)
-        before, now, ratio = interleaved(encoder_separate, encoder, args.rounds)
-        print(
-            f"| encoder, fused q/k/v (before: 3 matmuls) | {batch} | {1e3 * before:.1f} | {1e3 * now:.1f} | {ratio:.2f}x |"
-        )
         if args.bfloat16:
             half = bfloat16_copy(model)
             half_pixels = pixels.to(torch.bfloat16)

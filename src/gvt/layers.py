@@ -169,24 +169,6 @@ class GVTAttention(nn.Module):
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
-    def _project_self_attention(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Query, key and value heads from one matmul with the three weights stacked (as the reference's fused `qkv`;
-        the parameters stay separate, so checkpoints keep their layout). A missing bias counts as zeros."""
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        weight = torch.cat([projection.weight for projection in projections])
-        bias = None
-        if any(projection.bias is not None for projection in projections):
-            bias = torch.cat(
-                [
-                    projection.bias
-                    if projection.bias is not None
-                    else projection.weight.new_zeros(projection.out_features)
-                    for projection in projections
-                ]
-            )
-        fused = nn.functional.linear(hidden_states, weight, bias)
-        return tuple(self._split_heads(part) for part in fused.chunk(3, dim=-1))
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -195,12 +177,10 @@ class GVTAttention(nn.Module):
         policy: torch.Tensor | None = None,
         rotary_cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if key_value_states is None:
-            query, key, value = self._project_self_attention(hidden_states)
-        else:
-            query = self._split_heads(self.q_proj(hidden_states))
-            key = self._split_heads(self.k_proj(key_value_states))
-            value = self._split_heads(self.v_proj(key_value_states))
+        context = hidden_states if key_value_states is None else key_value_states
+        query = self._split_heads(self.q_proj(hidden_states))
+        key = self._split_heads(self.k_proj(context))
+        value = self._split_heads(self.v_proj(context))
         if rotary_cos_sin is not None:
             query = apply_rotary_to_patches(query, *rotary_cos_sin).type_as(value)
             key = apply_rotary_to_patches(key, *rotary_cos_sin).type_as(value)
