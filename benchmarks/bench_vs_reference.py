@@ -1,23 +1,28 @@
-"""gvt's LaVIT tokenizer against the original code (jy0205/LaVIT), same weights, interleaved in one process.
+"""gvt's tokenizers against the original code, same weights, interleaved in one process.
 
-    git clone https://github.com/jy0205/LaVIT /tmp/LaVIT     # the reference code: fetched by you, never committed
-    python benchmarks/bench_vs_reference.py --reference-repo /tmp/LaVIT [--threads 1 2] [--batches 1 8] [--rounds 7]
+    git clone https://github.com/jy0205/LaVIT /tmp/LaVIT       # the reference code: fetched by you, never committed
+    git clone https://github.com/TencentARC/GVT /tmp/GVT       # its EVA-02 and perceiver need einops, einops-exts
+    python benchmarks/bench_vs_reference.py --reference-repo /tmp/LaVIT [--gvt-repo /tmp/GVT] [--bfloat16]
+        [--threads 1 2] [--batches 1 8] [--rounds 7]
 
-Mid-size tokenizer (EVA encoder width 384, 12 blocks, 8 heads; merger 4 blocks; 16384 codes; 224 px),
-random weights drawn by the reference's own initialisation, converted to gvt with `gvt.conversion`. The reference
-samples its keep decision (Gumbel); for an exact comparison both take the deterministic rule (the reference's
-`F.gumbel_softmax` is replaced by its noiseless hard argmax, which keeps a patch where p_keep >= p_drop, as gvt's
-`selection="deterministic"`). Rows:
-- ids: reference `tokenize_image` vs gvt `tokenize` (ids checked identical on every image, then timed);
-- features: reference `encode_features` (its list of kept LLM inputs) vs gvt `encode_features`;
+Mid size for both (encoder width 384, 12 blocks, 8 heads, 224 px): LaVIT's `DynamicVisualTokenizer` (EVA-CLIP
+encoder, merger 4 blocks, 16384 codes) and GVT's visual path (EVA-02 encoder with SwiGLU, sub-LN and 2-D RoPE,
+perceiver resampler 2 layers x 32 latents, LLM projection), random weights drawn by the references' own
+initialisation and converted with `gvt.conversion`. The LaVIT reference samples its keep decision (Gumbel); for an
+exact comparison its `F.gumbel_softmax` is replaced by the noiseless hard argmax, which keeps a patch where
+p_keep >= p_drop, as gvt's `selection="deterministic"`. Before timing, LaVIT ids are checked identical on every image
+and GVT features equal to 1e-4 of their largest value. Rows:
+- LaVIT ids: reference `tokenize_image` vs gvt `tokenize`;
+- LaVIT features: reference `encode_features` (its list of kept LLM inputs) vs gvt `encode_features`;
 - with `--bfloat16`: the reference's float32 ids vs gvt's `tokenize` loaded in bfloat16 (the fast path on CPUs with
-  bf16 matrix instructions and on accelerators), with its agreement with float32 (keep decisions, ids of patches
-  both keep).
-Each round times both back to back in alternating order; the table gives medians and the median of paired ratios.
+  bf16 instructions and on accelerators), with its agreement with float32 (keep decisions, ids of patches both keep);
+- GVT features: the reference's `visual_encoder` -> `ln_vision` -> `perceiver` -> `llm_proj` vs gvt `encode_features`.
+Each round times both back to back in alternating order (all under `no_grad`); the table gives medians and the
+median of paired ratios.
 
-The reference imports `timm` only for `drop_path`, `to_2tuple` and `trunc_normal_`; where timm is absent (it pulls
-torchvision) a three-function stand-in serves while its two model files import (its `models/__init__.py`, which
-imports the whole LLM stack, is not run).
+The references import `timm` only for `drop_path`, `to_2tuple` and `trunc_normal_`; where timm is absent (it pulls
+torchvision) a three-function stand-in serves while their model files import (their package `__init__`s, which
+import the whole LLM and training stack, are not run).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import importlib
 import importlib.util
 import sys
 import types
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,9 +42,10 @@ from bench_inference_paths import bfloat16_copy, interleaved, token_agreement
 from torch import nn
 
 from gvt import GVTVisionTokenizer
-from gvt.conversion import build_tokenizer, convert_lavit_tokenizer
+from gvt.conversion import build_tokenizer, convert_gvt_tokenizer, convert_lavit_tokenizer
 
 WIDTH, DEPTH, HEADS, MERGER_DEPTH, CODES, CODE_DIM = 384, 12, 8, 4, 16384, 32
+GVT_RESAMPLER_DEPTH, GVT_LATENTS, GVT_PROJECTION = 2, 32, 512
 
 
 @contextlib.contextmanager
@@ -73,14 +80,14 @@ def timm_stand_in():
             sys.modules.pop(name, None)
 
 
-def import_reference_module(models_dir: Path, name: str) -> types.ModuleType:
-    """`models.<name>` from the reference's `LaVIT/models/`, without running that package's `__init__` (which
-    imports the whole LLM stack)."""
-    if "models" not in sys.modules:
-        package = types.ModuleType("models")
-        package.__path__ = [str(models_dir)]
-        sys.modules["models"] = package
-    spec = importlib.util.spec_from_file_location(f"models.{name}", models_dir / f"{name}.py")
+def import_reference_module(models_dir: Path, name: str, package: str = "models") -> types.ModuleType:
+    """`<package>.<name>` from a reference's model folder, without running that folder's `__init__` (which imports
+    the whole LLM and training stack)."""
+    if package not in sys.modules:
+        module = types.ModuleType(package)
+        module.__path__ = [str(models_dir)]
+        sys.modules[package] = module
+    spec = importlib.util.spec_from_file_location(f"{package}.{name}", models_dir / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -126,6 +133,43 @@ def convert(reference) -> GVTVisionTokenizer:
     return build_tokenizer(config, state_dict).eval()
 
 
+class GVTReference(nn.Module):
+    """The GVT model's visual path (`visual_encoder` -> `ln_vision` -> `perceiver` -> `llm_proj`, as its
+    `modeling_gvt.py` wires them), built from its own modules at the mid size."""
+
+    def __init__(self, eva_module, perceiver_module):
+        super().__init__()
+        self.visual_encoder = eva_module.EVAVisionTransformer(
+            img_size=224, patch_size=14, depth=DEPTH, mlp_ratio=2.6667, num_heads=HEADS, embed_dim=WIDTH,
+            drop_path_rate=0, xattn=False, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), rope=True,
+            pt_hw_seq_len=16, intp_freq=True, naiveswiglu=True, subln=True,
+        )  # fmt: skip
+        self.ln_vision = nn.LayerNorm(WIDTH)
+        self.perceiver = perceiver_module.PerceiverResampler(
+            dim=WIDTH, dim_head=WIDTH // HEADS, depth=GVT_RESAMPLER_DEPTH, heads=HEADS, num_latents=GVT_LATENTS,
+            num_media_embeds=1,
+        )  # fmt: skip
+        self.llm_proj = nn.Linear(WIDTH, GVT_PROJECTION)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        features = self.visual_encoder.forward_features(pixel_values, return_all_features=True)
+        return self.llm_proj(self.perceiver(self.ln_vision(features)))
+
+
+def build_gvt_reference(repo: Path) -> GVTReference:
+    modules_dir = repo / "gvt" / "gvt" / "modules" / "visual_modules"
+    with timm_stand_in():
+        eva = import_reference_module(modules_dir, "eva", package="gvt_reference")
+        perceiver = import_reference_module(modules_dir, "perceiver", package="gvt_reference")
+    torch.manual_seed(0)
+    return GVTReference(eva, perceiver).eval()
+
+
+def convert_gvt(reference: GVTReference) -> GVTVisionTokenizer:
+    config, state_dict = convert_gvt_tokenizer(reference.state_dict(), num_heads=HEADS)
+    return build_tokenizer(config, state_dict).eval()
+
+
 def check_identical(reference, model, pixels: torch.Tensor) -> int:
     """Raise unless gvt's ids equal the reference's on every image; return the number of tokens."""
     with torch.no_grad():
@@ -142,7 +186,13 @@ def check_identical(reference, model, pixels: torch.Tensor) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference-repo", type=Path, required=True, help="a clone of github.com/jy0205/LaVIT")
+    parser.add_argument("--reference-repo", type=Path, default=None, help="a clone of github.com/jy0205/LaVIT")
+    parser.add_argument(
+        "--gvt-repo",
+        type=Path,
+        default=None,
+        help="a clone of github.com/TencentARC/GVT (its EVA-02 and perceiver modules need einops and einops-exts)",
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=7)
@@ -152,32 +202,50 @@ def main() -> None:
         help="add gvt's bfloat16 fast path (`from_pretrained(..., dtype=torch.bfloat16)`) against the float32 reference",
     )
     args = parser.parse_args()
-    if not (args.reference_repo / "LaVIT" / "models" / "modeling_visual_tokenzier.py").is_file():
+    if args.reference_repo is None and args.gvt_repo is None:
+        parser.error("pass --reference-repo (LaVIT) and/or --gvt-repo (GVT)")
+    if (
+        args.reference_repo
+        and not (args.reference_repo / "LaVIT" / "models" / "modeling_visual_tokenzier.py").is_file()
+    ):
         parser.error(
             f"{args.reference_repo} is not a clone of jy0205/LaVIT (no LaVIT/models/modeling_visual_tokenzier.py)"
         )
-
-    reference = build_reference(args.reference_repo)
-    model = convert(reference)
+    if args.gvt_repo and not (args.gvt_repo / "gvt" / "gvt" / "modules" / "visual_modules" / "eva.py").is_file():
+        parser.error(f"{args.gvt_repo} is not a clone of TencentARC/GVT (no gvt/gvt/modules/visual_modules/eva.py)")
     images = torch.randn(max(args.batches), 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    kept = check_identical(reference, model, images)
-    half = bfloat16_copy(model) if args.bfloat16 else None
-    print(
-        f"LaVIT tokenizer, mid-size, float32, same weights; ids identical on {len(images)} images ({kept} tokens); "
-        f"{args.rounds} interleaved rounds"
-    )
+    print(f"float32 unless said, same weights in both, {args.rounds} interleaved rounds")
     print("| path | threads | batch | reference ms | gvt ms | gvt speed-up (median of paired ratios) |")
     print("|---|---:|---:|---:|---:|---:|")
+    if args.reference_repo:
+        benchmark_lavit(args, images)
+    if args.gvt_repo:
+        benchmark_gvt(args, images)
+
+
+def print_rows(rows: dict, threads: int, batch: int, rounds: int) -> None:
+    for name, (theirs, ours) in rows.items():
+        with torch.no_grad():  # the references' forwards do not disable gradients themselves
+            before, now, ratio = interleaved(theirs, ours, rounds)
+        print(f"| {name} | {threads} | {batch} | {1e3 * before:.1f} | {1e3 * now:.1f} | {ratio:.2f}x |")
+
+
+def benchmark_lavit(args, images: torch.Tensor) -> None:
+    reference = build_reference(args.reference_repo)
+    model = convert(reference)
+    kept = check_identical(reference, model, images)
+    half = bfloat16_copy(model) if args.bfloat16 else None
+    print(f"| LaVIT: ids identical on {len(images)} images ({kept} tokens) | | | | | |")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for batch in args.batches:
             pixels = images[:batch]
             rows = {
-                "ids": (
+                "LaVIT ids": (
                     lambda pixels=pixels: reference.tokenize_image(pixels),
                     lambda pixels=pixels: model.tokenize(pixels),
                 ),
-                "features": (
+                "LaVIT features": (
                     lambda pixels=pixels: reference.encode_features(pixels),
                     lambda pixels=pixels: model.encode_features(pixels),
                 ),
@@ -185,14 +253,34 @@ def main() -> None:
             if half is not None:
                 half_pixels = pixels.to(torch.bfloat16)
                 agreement = token_agreement(model.tokenize(pixels), half.tokenize(half_pixels))
-                rows[f"ids, gvt in bfloat16 ({agreement} of float32's)"] = (
-                    rows["ids"][0],
+                rows[f"LaVIT ids, gvt in bfloat16 ({agreement} of float32's)"] = (
+                    rows["LaVIT ids"][0],
                     lambda half=half, half_pixels=half_pixels: half.tokenize(half_pixels),
                 )
-            for name, (theirs, ours) in rows.items():
-                with torch.no_grad():  # the reference's encode_features does not disable gradients itself
-                    before, now, ratio = interleaved(theirs, ours, args.rounds)
-                print(f"| {name} | {threads} | {batch} | {1e3 * before:.1f} | {1e3 * now:.1f} | {ratio:.2f}x |")
+            print_rows(rows, threads, batch, args.rounds)
+
+
+def benchmark_gvt(args, images: torch.Tensor) -> None:
+    reference = build_gvt_reference(args.gvt_repo)
+    model = convert_gvt(reference)
+    with torch.no_grad():
+        expected = reference(images)
+    actual = model.encode_features(images).features
+    error = ((actual - expected).abs().max() / expected.abs().max()).item()
+    if error > 1e-4:
+        raise AssertionError(f"GVT features differ from the reference's: max error {error:.2e} of the largest value")
+    print(f"| GVT: features equal to {error:.1e} of the largest value | | | | | |")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for batch in args.batches:
+            pixels = images[:batch]
+            rows = {
+                "GVT features (EVA-02 + perceiver)": (
+                    lambda pixels=pixels: reference(pixels),
+                    lambda pixels=pixels: model.encode_features(pixels),
+                )
+            }
+            print_rows(rows, threads, batch, args.rounds)
 
 
 if __name__ == "__main__":
