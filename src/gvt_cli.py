@@ -33,6 +33,18 @@ def command(name: str, help_text: str):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def add_selection_arguments(parser: argparse.ArgumentParser, seed_help: str, sampling_note: str = "") -> None:
+    """`--selection`, `--seed` and `--max-tokens`: how the LaVIT tokenizer chooses the patches it keeps."""
+    parser.add_argument(
+        "--selection",
+        choices=["deterministic", "sample"],
+        default="deterministic",
+        help=f"keep patches where p(keep) >= 0.5, or sample the keep decision{sampling_note}",
+    )
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--max-tokens", type=int, default=None, help="keep at most this many tokens per image")
+
+
 def _configure_tokenize(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument(
@@ -41,14 +53,7 @@ def _configure_tokenize(parser: argparse.ArgumentParser) -> None:
         help="a LaVIT repo or GVTVisionTokenizer folder / Hub id (default: the embedded default)",
     )
     parser.add_argument("--random", action="store_true", help="use a tiny random tokenizer instead (smoke tests)")
-    parser.add_argument(
-        "--selection",
-        choices=["deterministic", "sample"],
-        default="deterministic",
-        help="keep patches where p(keep) >= 0.5, or sample the keep decision",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of --selection sample and of --random weights")
-    parser.add_argument("--max-tokens", type=int, default=None, help="keep at most this many tokens per image")
+    add_selection_arguments(parser, seed_help="seed of --selection sample and of --random weights")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -290,14 +295,11 @@ def _configure_pretokenize(parser: argparse.ArgumentParser) -> None:
         "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="the tokenizer's dtype"
     )
     parser.add_argument("--device", default=None, help="default: this process's GPU (LOCAL_RANK) if any, else the CPU")
-    parser.add_argument(
-        "--selection",
-        choices=["deterministic", "sample"],
-        default="deterministic",
-        help="keep patches where p(keep) >= 0.5, or sample the keep decision (seeded per shard and batch)",
+    add_selection_arguments(
+        parser,
+        seed_help="seed of --selection sample and of --model random",
+        sampling_note=" (seeded per shard and batch)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of --selection sample and of --model random")
-    parser.add_argument("--max-tokens", type=int, default=None, help="keep at most this many tokens per image")
     parser.add_argument(
         "--on-bad-image",
         choices=["raise", "skip"],
