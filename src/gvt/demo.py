@@ -92,6 +92,13 @@ def _text_panel(lines: Sequence[str], width: int, height: int) -> Image.Image:
     return panel
 
 
+DECODER_NOTE = (
+    "* the tiny default's decoder: its images are barely closer to the input than images decoded from another image's\n"
+    "tokens (coarse colour error 0.94x; benchmarks/decoder_fidelity.py). They show the pipeline runs, not what the tokens keep."
+)
+"""What the picture's decoded column shows, measured (see `benchmarks/decoder_fidelity.py`)."""
+
+
 @torch.no_grad()
 def demo_picture(
     default: DefaultModel,
@@ -120,12 +127,14 @@ def demo_picture(
             num_inference_steps=num_inference_steps,
             output_type="pil",
         ).images
-    header = ["input", "kept patches / p(keep)", "decoded from tokens", "captions"]
+    header = ["input", "kept patches / p(keep)", "decoded from tokens *", "captions"]
     text_width = 2 * size
-    canvas = Image.new("RGB", (3 * size + text_width, 20 + len(images) * size), (255, 255, 255))
+    footer = 32
+    canvas = Image.new("RGB", (3 * size + text_width, 20 + len(images) * size + footer), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for column, title in enumerate(header):
         draw.text((column * size + 4, 4), title, fill=(0, 0, 0))
+    draw.text((4, 24 + len(images) * size), DECODER_NOTE, fill=(0, 0, 0))
     for row, image in enumerate(images):
         y = 20 + row * size
         canvas.paste(image.convert("RGB").resize((size, size), Image.Resampling.NEAREST), (0, y))
