@@ -51,6 +51,7 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY_EXPORTS))
 
+
 AutoConfig.register(GVTVisionConfig.model_type, GVTVisionConfig, exist_ok=True)
 AutoModel.register(GVTVisionConfig, GVTVisionTokenizer, exist_ok=True)
 AutoConfig.register(GVTConfig.model_type, GVTConfig, exist_ok=True)

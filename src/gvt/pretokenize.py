@@ -228,34 +228,13 @@ class _Ranks:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _data_files(source: str) -> tuple[str, list[str]] | None:
-    """(builder, sorted files) of a glob of `.json` / `.jsonl` / `.parquet` files (one input shard per file when
-    streaming), else None."""
-    if not glob.has_magic(source):
-        return None
-    files = sorted(glob.glob(os.path.expanduser(source)))
-    suffixes = {Path(file).suffix.lower() for file in files}
-    mixed = ".parquet" in suffixes and len(suffixes) > 1
-    if not files or mixed or not suffixes <= {".json", ".jsonl", ".parquet"}:
-        raise ValueError(
-            f"The pattern {source!r} matches {len(files)} file(s) with suffixes {sorted(suffixes)}; a pattern must "
-            "match .json/.jsonl files or .parquet files."
-        )
-    return ("parquet" if suffixes == {".parquet"} else "json"), files
-
-
 def _load_source(arguments: PretokenizeArguments):
     """The dataset, its image column set to `decode=False` (images are decoded here, so a bad one can be skipped)."""
     import datasets
 
     from .training.llm_training import load_rows
 
-    pattern = _data_files(arguments.source)
-    if pattern is not None:
-        builder, files = pattern
-        rows = datasets.load_dataset(builder, data_files=files, split=arguments.split, streaming=arguments.streaming)
-    else:
-        rows = load_rows(arguments.source, arguments.split, streaming=arguments.streaming)
+    rows = load_rows(arguments.source, arguments.split, streaming=arguments.streaming)
     features = rows.features
     if features is not None and arguments.image_column not in features:
         raise ValueError(
@@ -265,12 +244,6 @@ def _load_source(arguments: PretokenizeArguments):
     if features is not None and isinstance(features[arguments.image_column], datasets.Image):
         rows = rows.cast_column(arguments.image_column, datasets.Image(decode=False))
     return rows
-
-
-def _image_root(source: str) -> str | None:
-    """The folder that relative image paths of a file source (or a pattern of files) are resolved against."""
-    path = Path(os.path.expanduser(source))
-    return str(path.parent) if path.is_file() or glob.has_magic(source) else None
 
 
 def _load_model(arguments: PretokenizeArguments, vision_tokenizer, image_processor, rank: int):
@@ -421,12 +394,14 @@ class _ShardWriter:
     def __init__(
         self, arguments: PretokenizeArguments, vision_tokenizer, image_processor, output_dir: Path, bar, ranks: _Ranks
     ):
+        from .training.llm_training import dataset_image_root
+
         self.ranks = ranks
         self.arguments = arguments
         self.vision_tokenizer = vision_tokenizer
         self.image_processor = image_processor
         self.output_dir = output_dir
-        self.image_root = _image_root(arguments.source)
+        self.image_root = dataset_image_root(arguments.source)
         self.bar = bar
         self.device = next(vision_tokenizer.parameters()).device
         self.dtype = next(vision_tokenizer.parameters()).dtype

@@ -31,6 +31,7 @@ gloo on CPU, no external loggers.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from pathlib import Path
@@ -106,7 +107,8 @@ def load_rows(source: str, split: str = "train", streaming: bool = False, image_
       `text`) or question rows (`image`, `prompt`, `answer`);
     - a `gvt pretokenize` output folder (it holds `manifest.json`): rows of visual ids, no pixels ("ids" mode);
     - a folder: `datasets`' image folder (a `metadata.jsonl` gives the `text` or `prompt` / `answer` columns);
-    - a `.json` / `.jsonl` / `.parquet` file (image paths, relative to the file's folder, or image bytes);
+    - a `.json` / `.jsonl` / `.parquet` file (image paths, relative to the file's folder, or image bytes), or a
+      quoted pattern of such files (`'data/*.parquet'`; streamed, each file is one shard of the stream);
     - anything else: a dataset name or folder for `datasets.load_dataset`.
     """
     import datasets
@@ -120,6 +122,10 @@ def load_rows(source: str, split: str = "train", streaming: bool = False, image_
         scenes = build_synthetic_dataset(count, 0, 0, image_size=image_size)["train"]
         rows = to_caption_rows(scenes) if kind == "caption" else to_qa_rows(scenes, kind=kind)
         return rows.to_iterable_dataset() if streaming else rows
+    pattern = _data_files(source)
+    if pattern is not None:
+        builder, files = pattern
+        return datasets.load_dataset(builder, data_files=files, split=split, streaming=streaming)
     path = Path(source)
     if is_pretokenized(path):
         from ..pretokenize import load_pretokenized
@@ -134,9 +140,25 @@ def load_rows(source: str, split: str = "train", streaming: bool = False, image_
     return datasets.load_dataset(source, split=split, streaming=streaming)
 
 
-def _image_root(source: str) -> str | None:
-    path = Path(source)
-    return str(path.parent) if path.is_file() else None
+def _data_files(source: str) -> tuple[str, list[str]] | None:
+    """(builder, sorted files) of a glob of `.json` / `.jsonl` / `.parquet` files, else None."""
+    if not glob.has_magic(source):
+        return None
+    files = sorted(glob.glob(os.path.expanduser(source)))
+    suffixes = {Path(file).suffix.lower() for file in files}
+    mixed = ".parquet" in suffixes and len(suffixes) > 1
+    if not files or mixed or not suffixes <= {".json", ".jsonl", ".parquet"}:
+        raise ValueError(
+            f"The pattern {source!r} matches {len(files)} file(s) with suffixes {sorted(suffixes)}; a pattern must "
+            "match .json/.jsonl files or .parquet files."
+        )
+    return ("parquet" if suffixes == {".parquet"} else "json"), files
+
+
+def dataset_image_root(source: str) -> str | None:
+    """The folder that relative image paths of a file source (or a pattern of files) are resolved against."""
+    path = Path(os.path.expanduser(source))
+    return str(path.parent) if path.is_file() or glob.has_magic(source) else None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -301,7 +323,10 @@ def _train_llm_job(args: TrainJobArguments) -> dict[str, Any]:
     vision_size = processor.image_processor.size
     rows = load_rows(args.dataset, args.split, streaming=args.streaming, image_size=vision_size["height"])
     collator = GVTDataCollator(
-        processor, supervise=args.supervise, on_bad_image=args.on_bad_image, image_root=_image_root(args.dataset)
+        processor,
+        supervise=args.supervise,
+        on_bad_image=args.on_bad_image,
+        image_root=dataset_image_root(args.dataset),
     )
     options = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {}
     if args.fsdp:
