@@ -241,6 +241,42 @@ def test_parameter_groups_and_prepare():
     assert not any(p.requires_grad for p in model.language_model.parameters())
 
 
+def test_a_frozen_selector_keeps_its_weights_and_selects_deterministically(tmp_path):
+    """`ETTCallback(train_selector=False)`: the merger, quantizer and decoder tune, the selector stays bit-identical,
+    and the tokens the language model reads in training are the ones it reads at inference."""
+    model, _ = ett_model()
+    groups = ett_parameter_groups(model, train_selector=False)
+    assert not any(".token_selector." in name for name in groups["tokenizer"])
+    assert WATCHED["codebook"] in groups["tokenizer"]
+    snapshots = Snapshots()
+    trainer, model = run(tmp_path, ETTCallback(unfreeze_step=0, train_selector=False), snapshots=snapshots)
+    first, last = snapshots.steps[0], snapshots.steps[max(snapshots.steps)]
+    assert not torch.equal(first["codebook"], last["codebook"]) and not torch.equal(first["llm"], last["llm"])
+    selector = model.vision_tokenizer.token_selector
+    before = ett_model()[0].vision_tokenizer.token_selector
+    for (name, param), original in zip(selector.named_parameters(), before.parameters()):
+        assert torch.equal(param, original), name
+    model.train()
+    batch = GVTDataCollator(ett_model()[1])([caption_rows()[0], caption_rows()[1]])
+    with torch.no_grad():
+        pixels = batch["pixel_values"]
+        expected = model.vision_tokenizer.tokenize(pixels).attention_mask.sum()
+    model.vision_tokenizer.token_merger.requires_grad_(True)
+    out = model(**batch)
+    assert out.reconstruction_loss is not None
+    assert int(out.image_attention_mask.sum()) == int(expected)
+
+
+def test_train_tokenizer_false_is_the_frozen_embeddings_baseline(tmp_path):
+    snapshots = Snapshots()
+    run(tmp_path, ETTCallback(unfreeze_step=1, train_tokenizer=False), snapshots=snapshots)
+    first, last = snapshots.steps[0], snapshots.steps[max(snapshots.steps)]
+    for key in ("codebook", "merger", "decoder", "encoder"):
+        assert torch.equal(first[key], last[key]), key
+    assert not torch.equal(first["projector"], last["projector"]) and not torch.equal(first["llm"], last["llm"])
+    assert torch.equal(first["llm"], snapshots.steps[1]["llm"])  # stage 1: the projector alone
+
+
 def test_stage_schedule_function():
     callback = ETTCallback(unfreeze_step=2, refreeze_step=5)
     assert [callback.stage_at(step) for step in range(7)] == [1, 1, 2, 2, 2, 3, 3]

@@ -40,6 +40,15 @@ def test_object_counting_reads_number_words_and_first_integer(object_counting):
     assert scores["rmse"] == pytest.approx(math.sqrt(5 / 4))
 
 
+def test_object_counting_per_true_count(object_counting):
+    predictions = ["0", "1", "one", "3", "two", "8", "5"]
+    references = [0, 0, 1, 3, 3, 8, 8]
+    scores = object_counting.compute(predictions=predictions, references=references)
+    assert scores["accuracy_by_count"] == {"0": 0.5, "1": 1.0, "3": 0.5, "8": 0.5}
+    assert scores["mean_count_by_count"] == {"0": 0.5, "1": 1.0, "3": 2.5, "8": 6.5}
+    assert scores["support_by_count"] == {"0": 2, "1": 1, "3": 2, "8": 2}
+
+
 def test_object_counting_parsing_rules(object_counting):
     predictions = ["Ten.", "No circles here", "I cannot tell", "12 apples, then 3", "Zero", "someone sees FOUR", "6"]
     references = [10, 0, 0, 12, 0, 4, 5]

@@ -573,8 +573,9 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
 
         ETT: in `"codebook"` mode, in training mode with trainable tokenizer parameters (stage 2 of
         `gvt.ETTCallback`) and `config.ett_reconstruction_weight` (alpha) > 0, the tokenizer samples its keep
-        decision (straight-through, as in its own training) and `loss = caption_loss + alpha * reconstruction_loss`,
-        the tokenizer objective of the same pass (`gvt.tokenizer_objective.tokenizer_loss`).
+        decision (straight-through, as in its own training; deterministic while the selector itself is frozen) and
+        `loss = caption_loss + alpha * reconstruction_loss`, the tokenizer objective of the same pass
+        (`gvt.tokenizer_objective.tokenizer_loss`).
         """
         if cache is None:  # transformers < 5.24 passes the KV cache as `past_key_values`
             cache = kwargs.pop("past_key_values", None)
@@ -591,7 +592,7 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         if pixel_values is not None:
             image_outputs = self.get_image_features(
                 pixel_values,
-                selection="sample" if ett else "deterministic",
+                selection="sample" if ett and self._selector_trainable() else "deterministic",
                 output_hidden_states=kwargs.get("output_hidden_states"),
                 output_attentions=kwargs.get("output_attentions"),
                 return_dict=True,
@@ -672,6 +673,9 @@ class LaVITForCausalLM(LaVITPreTrainedModel, GenerationMixin):
         tokenizer = self.vision_tokenizer
         parts = (tokenizer.token_selector, tokenizer.token_merger, tokenizer.quantizer)
         return any(p.requires_grad for part in parts for p in part.parameters())
+
+    def _selector_trainable(self) -> bool:
+        return any(p.requires_grad for p in self.vision_tokenizer.token_selector.parameters())
 
     def ett_decoder_type(self) -> str:
         """The feature decoder ETT's reconstruction term uses (`"highres"` when present); it must map the codes back

@@ -92,7 +92,7 @@ def mean_visual_tokens(model, processor, images: list[Any], batch_size: int = 64
 def evaluate_gvtbench(
     model, processor, split, num_scenes: int | None = None, batch_size: int = 64, progress_bar: bool = True
 ) -> dict[str, Any]:
-    """OC accuracy / MAE / RMSE, MCI accuracy, caption BLEU-4 / CIDEr and mean visual tokens on the first
+    """OC accuracy / MAE / RMSE (overall and per true count), MCI accuracy, caption BLEU-4 / CIDEr and mean visual tokens on the first
     `num_scenes` scenes of `split`; `examples` holds a few (question, answer, reference) triples per task."""
     start = time.perf_counter()
     model.eval()
@@ -122,6 +122,9 @@ def evaluate_gvtbench(
         oc_accuracy=float(oc["accuracy"]),
         oc_mae=float(oc["mae"]),
         oc_rmse=float(oc["rmse"]),
+        oc_accuracy_by_count=oc["accuracy_by_count"],
+        oc_mean_answer_by_count=oc["mean_count_by_count"],
+        oc_questions_by_count=oc["support_by_count"],
         mci_accuracy=float(mci["accuracy"]),
         caption_cider=float(caption_scores["cider"]),
         caption_bleu=float(caption_scores.get("bleu", caption_scores.get("bleu_4", 0.0))),

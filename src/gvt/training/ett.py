@@ -62,18 +62,26 @@ def _lavit_model(model: nn.Module) -> nn.Module:
 
 
 def ett_parameter_groups(
-    model: nn.Module, train_encoder: bool = False, decoder_type: str | None = None
+    model: nn.Module,
+    train_encoder: bool = False,
+    decoder_type: str | None = None,
+    train_selector: bool = True,
+    train_tokenizer: bool = True,
 ) -> dict[str, dict[str, nn.Parameter]]:
     """The parameters ETT manages, by role: `"projector"`, `"tokenizer"` (selector, merger, quantizer + codebook, the
-    reconstruction decoder; the encoder too with `train_encoder`), and `"language_model"` (the LoRA adapters when the
-    model is a peft model with any, else every language-model parameter). Names are those of `model` as given
-    (peft / DDP prefixes included); the frozen originals of peft's `modules_to_save` copies are left out."""
+    reconstruction decoder; the encoder too with `train_encoder`, the selector not with `train_selector=False`, none
+    with `train_tokenizer=False`), and `"language_model"` (the LoRA adapters when the model is a peft model with any,
+    else every language-model parameter). Names are those of `model` as given (peft / DDP prefixes included); the
+    frozen originals of peft's `modules_to_save` copies are left out."""
     lavit = _lavit_model(model)
-    if decoder_type is None:
+    if decoder_type is None and train_tokenizer:
         decoder_type = lavit.ett_decoder_type() if lavit.config.ett_reconstruction_weight > 0 else None
-    tokenizer_parts = list(TOKENIZER_PARTS) + ([f"decoders.{decoder_type}"] if decoder_type else [])
+    tokenizer_parts = [part for part in TOKENIZER_PARTS if train_selector or part != "token_selector"]
+    tokenizer_parts += [f"decoders.{decoder_type}"] if decoder_type else []
     if train_encoder:
         tokenizer_parts.append("encoder")
+    if not train_tokenizer:
+        tokenizer_parts = []
     named = [(name, p) for name, p in model.named_parameters() if "original_module" not in name.split(".")]
     has_lora = any("lora_" in name for name, _ in named)
     groups: dict[str, dict[str, nn.Parameter]] = {"projector": {}, "tokenizer": {}, "language_model": {}}
@@ -90,11 +98,19 @@ def ett_parameter_groups(
     return groups
 
 
-def prepare_ett_model(model: nn.Module, train_encoder: bool = False, train_language_model: bool = True) -> nn.Module:
+def prepare_ett_model(
+    model: nn.Module,
+    train_encoder: bool = False,
+    train_language_model: bool = True,
+    train_selector: bool = True,
+    train_tokenizer: bool = True,
+) -> nn.Module:
     """Set `requires_grad=True` on every parameter some ETT stage trains and `False` on all others, so that the
     optimizer the Trainer builds holds all of them from the start. Returns `model`. [`ETTCallback`] calls it in
     `on_init_end`; call it yourself when you add the callback after the Trainer was built."""
-    groups = ett_parameter_groups(model, train_encoder=train_encoder)
+    groups = ett_parameter_groups(
+        model, train_encoder=train_encoder, train_selector=train_selector, train_tokenizer=train_tokenizer
+    )
     trained = {id(p) for name in _groups_of_stage(2, train_language_model) for p in groups[name].values()}
     if not groups["projector"]:
         raise ValueError("The model has no trainable codebook projector parameters.")
@@ -138,6 +154,11 @@ class ETTCallback(TrainerCallback, ExportableState):
             model); `False` keeps it frozen throughout.
         train_encoder (`bool`): also unfreeze the tokenizer's encoder in stage 2 (its detached output stays the
             reconstruction target, which then moves; LaVIT keeps it frozen).
+        train_selector (`bool`): `False` keeps the token selector as it is (the merger, quantizer and feature decoder
+            still train); the model then selects deterministically in stage 2 too, so the language model reads the
+            tokens it will read at inference.
+        train_tokenizer (`bool`): `False` never unfreezes the tokenizer: stage 2 trains the projector and the
+            language model on the frozen tokenizer's codebook embeddings (the frozen-tokenizer baseline of ETT).
         normalize_codebook (`bool`): re-normalise the codebook rows after each optimizer step while the tokenizer
             trains.
         stage (`int`): the current stage (restored from checkpoints; you do not set it).
@@ -167,6 +188,8 @@ class ETTCallback(TrainerCallback, ExportableState):
         train_encoder: bool = False,
         normalize_codebook: bool = True,
         stage: int = 1,
+        train_selector: bool = True,
+        train_tokenizer: bool = True,
     ):
         if (unfreeze_step is None) == (unfreeze_epoch is None):
             raise ValueError("Give exactly one of unfreeze_step and unfreeze_epoch.")
@@ -192,6 +215,8 @@ class ETTCallback(TrainerCallback, ExportableState):
         self.refreeze_epoch = refreeze_epoch
         self.train_language_model = train_language_model
         self.train_encoder = train_encoder
+        self.train_selector = train_selector
+        self.train_tokenizer = train_tokenizer
         self.normalize_codebook = normalize_codebook
         self.stage = stage
         self._applied: int | None = None
@@ -208,6 +233,8 @@ class ETTCallback(TrainerCallback, ExportableState):
                 "refreeze_epoch": self.refreeze_epoch,
                 "train_language_model": self.train_language_model,
                 "train_encoder": self.train_encoder,
+                "train_selector": self.train_selector,
+                "train_tokenizer": self.train_tokenizer,
                 "normalize_codebook": self.normalize_codebook,
             },
             "attributes": {"stage": self.stage},
@@ -275,13 +302,20 @@ class ETTCallback(TrainerCallback, ExportableState):
 
     def on_init_end(self, args, state, control, model=None, **kwargs):
         if model is not None:
-            prepare_ett_model(model, self.train_encoder, self.train_language_model)
+            prepare_ett_model(
+                model, self.train_encoder, self.train_language_model, self.train_selector, self.train_tokenizer
+            )
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         if model is None:
             raise ValueError("ETTCallback needs the model (the Trainer passes it to callbacks).")
         self._check_schedule(state)
-        self._groups = ett_parameter_groups(model, train_encoder=self.train_encoder)
+        self._groups = ett_parameter_groups(
+            model,
+            train_encoder=self.train_encoder,
+            train_selector=self.train_selector,
+            train_tokenizer=self.train_tokenizer,
+        )
         if optimizer is not None:
             held = _optimizer_parameter_ids(optimizer)
             wanted = _groups_of_stage(2, self.train_language_model)
@@ -302,7 +336,7 @@ class ETTCallback(TrainerCallback, ExportableState):
         self._update(model, state)
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if self.normalize_codebook and self._applied == 2 and model is not None:
+        if self.normalize_codebook and self.train_tokenizer and self._applied == 2 and model is not None:
             normalize_codebook_(_lavit_model(model).vision_tokenizer)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):

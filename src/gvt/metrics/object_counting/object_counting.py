@@ -49,10 +49,15 @@ Returns:
     accuracy (`float`): share of answers whose count equals the reference.
     mae (`float`): mean absolute error of the counts.
     rmse (`float`): root-mean-square error of the counts.
+    accuracy_by_count (`dict`): per true count (a string key, "0", "1", ...): accuracy on those questions.
+    mean_count_by_count (`dict`): per true count: the mean predicted count (under- or over-counting).
+    support_by_count (`dict`): per true count: the number of questions.
 Examples:
     >>> metric = gvt.metrics.load_metric("object_counting")
     >>> metric.compute(predictions=["two", "There are 3 cats", "none", "7"], references=[2, 3, 1, 5])
-    {'accuracy': 0.5, 'mae': 0.75, 'rmse': 1.118033988749895}
+    {'accuracy': 0.5, 'mae': 0.75, 'rmse': 1.118033988749895, 'accuracy_by_count': {'1': 0.0, '2': 1.0, '3': 1.0, \
+'5': 0.0}, 'mean_count_by_count': {'1': 0.0, '2': 2.0, '3': 3.0, '5': 7.0}, 'support_by_count': {'1': 1, '2': 1, \
+'3': 1, '5': 1}}
 """
 
 
@@ -80,9 +85,19 @@ class ObjectCounting(evaluate.Metric):
     def _compute(self, predictions: list[str], references: list[int]) -> dict[str, float]:
         if not predictions:
             raise ValueError("object_counting needs at least one prediction.")
-        errors = [parse_count(prediction) - int(reference) for prediction, reference in zip(predictions, references)]
+        counts = [parse_count(prediction) for prediction in predictions]
+        errors = [count - int(reference) for count, reference in zip(counts, references)]
+        by_count: dict[int, list[int]] = {}
+        for count, reference in zip(counts, references):
+            by_count.setdefault(int(reference), []).append(count)
+        true_counts = sorted(by_count)
         return {
             "accuracy": sum(error == 0 for error in errors) / len(errors),
             "mae": sum(abs(error) for error in errors) / len(errors),
             "rmse": math.sqrt(sum(error * error for error in errors) / len(errors)),
+            "accuracy_by_count": {
+                str(true): sum(count == true for count in by_count[true]) / len(by_count[true]) for true in true_counts
+            },
+            "mean_count_by_count": {str(true): sum(by_count[true]) / len(by_count[true]) for true in true_counts},
+            "support_by_count": {str(true): len(by_count[true]) for true in true_counts},
         }
