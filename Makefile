@@ -25,7 +25,7 @@ test: install
 	$(PYTHON) -m pytest
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks conversion_scripts
+	$(VENV)/bin/ruff check src tests benchmarks conversion_scripts recipes
 
 bench: install
 	$(PYTHON) benchmarks/bench_tokenizer.py

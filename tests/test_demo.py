@@ -16,10 +16,10 @@ def model_args(tmp_path_factory):
     """`[]` for the shipped default; `["--model", folder]` for a freshly trained smoke default otherwise."""
     if (DEFAULT_MODEL_DIR / "config.json").is_file():
         return []
-    from gvt.default_model.train_default import main as train_main
+    from test_recipe import recipe
 
     folder = tmp_path_factory.mktemp("default") / "repo"
-    assert train_main(["--fast", "--output-dir", str(folder)]) == 0
+    assert recipe.main(["--fast", "--output-dir", str(folder)]) == 0
     return ["--model", str(folder)]
 
 

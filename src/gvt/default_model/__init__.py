@@ -1,5 +1,6 @@
 """The embedded default: a tiny LaVIT (visual tokenizer + Llama + decoder pipeline) trained on the synthetic GVTBench
-scenes by `gvt.default_model.train_default`, shipped in `weights/` (safetensors, with its model card and metrics).
+scenes by the repository's recipe (`recipes/default_model/train.py`, gvt's public training API only), shipped in
+`weights/` (safetensors, with its model card, metrics and training log).
 
     from gvt.default_model import load_default
     default = load_default()            # model, processor, decoder pipeline
@@ -52,8 +53,8 @@ def check_model_dir(path: str | os.PathLike | None = None) -> Path:
     folder = Path(path) if path is not None else DEFAULT_MODEL_DIR
     if not (folder / "config.json").is_file():
         hint = (
-            "The shipped default is missing from this installation; train it with "
-            "`python -m gvt.default_model.train_default --output-dir FOLDER` and pass `--model FOLDER`."
+            "The shipped default is missing from this installation; train it with the gvt repository's recipe "
+            "(`python recipes/default_model/train.py --output-dir FOLDER`) and pass `--model FOLDER`."
             if path is None
             else "Pass a folder written by `save_pretrained` (config.json, model.safetensors, processor files)."
         )
