@@ -262,7 +262,8 @@ def is_count_word(answer: str) -> bool:
 
 def evaluate_scenes(model, processor, scenes: Sequence[IndependentScene], batch_size: int = 64) -> dict[str, Any]:
     """OC accuracy / MAE, MCI accuracy (all, yes, no), the share of answers off the trained format (not a bare count,
-    not yes / no), and OC accuracy, n and mean parsed answer per true count."""
+    not yes / no); per true count: OC accuracy, n, mean parsed answer and off-format share; per background colour:
+    n, OC and MCI accuracy."""
     from gvt.default_model.evaluation import generate_answers
     from gvt.metrics import load_metric
 
@@ -270,24 +271,25 @@ def evaluate_scenes(model, processor, scenes: Sequence[IndependentScene], batch_
     count_answers = generate_answers(
         model, processor, images, [s.count_question for s in scenes], ANSWER_MAX_NEW_TOKENS, batch_size
     )
-    presence = [(scene.image, question, answer) for scene in scenes for question, answer in scene.presence]
+    presence = [(index, *pair) for index, scene in enumerate(scenes) for pair in scene.presence]
     presence_answers = generate_answers(
-        model, processor, [p[0] for p in presence], [p[1] for p in presence], ANSWER_MAX_NEW_TOKENS, batch_size
-    )
+        model, processor, [images[i] for i, _, _ in presence], [q for _, q, _ in presence], ANSWER_MAX_NEW_TOKENS,
+        batch_size,
+    )  # fmt: skip
     counting, identification = load_metric("object_counting"), load_metric("multiclass_identification")
     parse_count = inspect.getmodule(type(counting)).parse_count  # the metric's own answer parser
     truths = np.array([scene.count_answer for scene in scenes])
     predicted = np.array([parse_count(answer) for answer in count_answers])
+    oc_off_format = np.array([not is_count_word(answer) for answer in count_answers])
     oc = counting.compute(predictions=count_answers, references=truths.tolist())
-    references = [answer for _, _, answer in presence]
+    references = np.array([answer for _, _, answer in presence])
+    question_scene = np.array([index for index, _, _ in presence], dtype=int)
 
-    def mci_accuracy(wanted: str) -> float | None:
-        chosen = [(a, r) for a, r in zip(presence_answers, references) if wanted in ("all", r)]
-        if not chosen:
+    def mci_accuracy(chosen: np.ndarray) -> float | None:
+        if not chosen.any():
             return None
-        return float(
-            identification.compute(predictions=[a for a, _ in chosen], references=[r for _, r in chosen])["accuracy"]
-        )
+        answers = [answer for answer, keep in zip(presence_answers, chosen) if keep]
+        return float(identification.compute(predictions=answers, references=references[chosen].tolist())["accuracy"])
 
     per_count = []
     for count in range(MAX_COUNT + 1):
@@ -298,19 +300,33 @@ def evaluate_scenes(model, processor, scenes: Sequence[IndependentScene], batch_
                 "n": int(cell.sum()),
                 "accuracy": float((predicted[cell] == count).mean()) if cell.any() else None,
                 "mean_answer": float(predicted[cell].mean()) if cell.any() else None,
+                "off_format": float(oc_off_format[cell].mean()) if cell.any() else None,
             }
         )
+    names = np.array([scene.background for scene in scenes])
+    per_background = [
+        {
+            "background": name,
+            "n": int((names == name).sum()),
+            "oc_accuracy": float((predicted == truths)[names == name].mean()),
+            "mci_accuracy": mci_accuracy((names == name)[question_scene]),
+            "oc_off_format": float(oc_off_format[names == name].mean()),
+        }
+        for name in BACKGROUNDS[scenes[0].family]
+        if (names == name).any()
+    ]
     return {
         "num_scenes": len(scenes),
         "oc_accuracy": float(oc["accuracy"]),
         "oc_mae": float(oc["mae"]),
-        "mci_accuracy": mci_accuracy("all"),
-        "mci_yes_accuracy": mci_accuracy("yes"),
-        "mci_no_accuracy": mci_accuracy("no"),
-        "oc_off_format": float(np.mean([not is_count_word(a) for a in count_answers])),
+        "mci_accuracy": mci_accuracy(np.ones(len(references), dtype=bool)),
+        "mci_yes_accuracy": mci_accuracy(references == "yes"),
+        "mci_no_accuracy": mci_accuracy(references == "no"),
+        "oc_off_format": float(oc_off_format.mean()),
         "mci_off_format": float(np.mean([a.strip().lower() not in ("yes", "no") for a in presence_answers])),
         "num_questions": {"oc": len(count_answers), "mci": len(presence_answers)},
         "per_count": per_count,
+        "per_background": per_background,
         "examples": [
             {"question": s.count_question, "answer": a, "reference": s.count_answer}
             for s, a in list(zip(scenes, count_answers))[:3]
@@ -323,7 +339,7 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 def format_table(family: str, results: dict[str, Any]) -> str:
-    """Markdown summary and per-count table of one background family."""
+    """Markdown summary, per-count and per-background-colour tables of one background family."""
     lines = [
         f"### {family} backgrounds: {results['num_scenes']} scenes, {results['num_questions']['oc']} OC / "
         f"{results['num_questions']['mci']} MCI questions",
@@ -334,12 +350,23 @@ def format_table(family: str, results: dict[str, Any]) -> str:
         f"| {_fmt(results['mci_yes_accuracy'])} | {_fmt(results['mci_no_accuracy'])} "
         f"| {_fmt(results['oc_off_format'], '.1%')} | {_fmt(results['mci_off_format'], '.1%')} |",
         "",
-        "| true count | OC accuracy (n) | mean answer |",
-        "| --- | --- | --- |",
+        "| true count | OC accuracy (n) | mean answer | off-format |",
+        "| --- | --- | --- | --- |",
     ]
     lines += [
-        f"| {c['count']} | {_fmt(c['accuracy'], '.2f')} ({c['n']}) | {_fmt(c['mean_answer'], '.2f')} |"
+        f"| {c['count']} | {_fmt(c['accuracy'], '.2f')} ({c['n']}) | {_fmt(c['mean_answer'], '.2f')} "
+        f"| {_fmt(c['off_format'], '.0%')} |"
         for c in results["per_count"]
+    ]
+    lines += [
+        "",
+        "| background | scenes | OC accuracy | MCI accuracy | OC off-format |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {b['background']} | {b['n']} | {_fmt(b['oc_accuracy'])} | {_fmt(b['mci_accuracy'])} "
+        f"| {_fmt(b['oc_off_format'], '.0%')} |"
+        for b in results["per_background"]
     ]
     return "\n".join(lines)
 
