@@ -11,7 +11,9 @@ maroon) background; no object colour is within `MIN_CONTRAST` (RGB distance) of 
 counting question about the asked kind and two presence questions: one "yes" about a pair in the scene and one
 "no" about an absent pair sharing a colour or a shape with the scene (when there is one). Answers are greedy
 (`gvt.default_model.evaluation.generate_answers`) and scored by the packaged `evaluate` metrics. Prints per
-background family: OC accuracy / MAE, MCI accuracy (yes / no), and OC accuracy and mean answer per true count.
+background family: OC accuracy / MAE, MCI accuracy (yes / no), the share of answers off the trained format; OC
+accuracy, mean answer (under / over-counting) and off-format share per true count; OC / MCI per background colour;
+then each family's headline metrics as a ratio to the first family's.
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ def place_boxes(num_objects: int, image_size: int, rng: np.random.Generator) -> 
 
 
 def shape_outline(shape: str, box: Box, rng: np.random.Generator) -> list[tuple[float, float]]:
-    """Polygon of a square or an upright triangle (its height 80-100% of its base) inside `box`."""
+    """Polygon of a square or an upright triangle (its height 80-100% of its base) in `box` (inclusive corners)."""
     x0, y0, x1, y1 = box
     if shape == "square":
         return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
@@ -168,14 +170,10 @@ def render(
     big = Image.new("RGB", (image_size * SUPERSAMPLE,) * 2, tuple(background_rgb))
     draw = ImageDraw.Draw(big)
     for obj in objects:
-        box: Box = (
-            obj.box[0] * SUPERSAMPLE,
-            obj.box[1] * SUPERSAMPLE,
-            obj.box[2] * SUPERSAMPLE,
-            obj.box[3] * SUPERSAMPLE,
-        )
+        x0, y0, x1, y1 = (v * SUPERSAMPLE for v in obj.box)
+        box = (x0, y0, x1 - 1, y1 - 1)  # PIL's corners are inclusive
         if obj.shape == "circle":
-            draw.ellipse((box[0], box[1], box[2] - 1, box[3] - 1), fill=obj.rgb)
+            draw.ellipse(box, fill=obj.rgb)
         else:
             draw.polygon(shape_outline(obj.shape, box, rng), fill=obj.rgb)
     pixels = np.asarray(big.resize((image_size, image_size), Image.Resampling.BOX), dtype=np.float32)
