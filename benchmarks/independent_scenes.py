@@ -19,7 +19,6 @@ then each family's headline metrics as a ratio to the first family's.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -275,9 +274,7 @@ def evaluate_scenes(model, processor, scenes: Sequence[IndependentScene], batch_
         batch_size,
     )  # fmt: skip
     counting, identification = load_metric("object_counting"), load_metric("multiclass_identification")
-    parse_count = inspect.getmodule(type(counting)).parse_count  # the metric's own answer parser
     truths = np.array([scene.count_answer for scene in scenes])
-    predicted = np.array([parse_count(answer) for answer in count_answers])
     oc_off_format = np.array([not is_count_word(answer) for answer in count_answers])
     oc = counting.compute(predictions=count_answers, references=truths.tolist())
     references = np.array([answer for _, _, answer in presence])
@@ -296,8 +293,8 @@ def evaluate_scenes(model, processor, scenes: Sequence[IndependentScene], batch_
             {
                 "count": count,
                 "n": int(cell.sum()),
-                "accuracy": float((predicted[cell] == count).mean()) if cell.any() else None,
-                "mean_answer": float(predicted[cell].mean()) if cell.any() else None,
+                "accuracy": oc["accuracy_by_count"].get(str(count)),
+                "mean_answer": oc["mean_count_by_count"].get(str(count)),
                 "off_format": float(oc_off_format[cell].mean()) if cell.any() else None,
             }
         )
@@ -306,7 +303,12 @@ def evaluate_scenes(model, processor, scenes: Sequence[IndependentScene], batch_
         {
             "background": name,
             "n": int((names == name).sum()),
-            "oc_accuracy": float((predicted == truths)[names == name].mean()),
+            "oc_accuracy": float(
+                counting.compute(
+                    predictions=[a for a, keep in zip(count_answers, names == name) if keep],
+                    references=truths[names == name].tolist(),
+                )["accuracy"]
+            ),
             "mci_accuracy": mci_accuracy((names == name)[question_scene]),
             "oc_off_format": float(oc_off_format[names == name].mean()),
         }
