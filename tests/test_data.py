@@ -11,6 +11,7 @@ from gvt.data import (
     SHAPE_NAMES,
     TEXT_CLASS_ID,
     SceneObject,
+    SyntheticSceneConfig,
     binding_questions_for,
     build_synthetic_dataset,
     generate_scene,
@@ -104,10 +105,11 @@ def test_dataset_columns_and_types(dataset):
 def test_scenes_cover_the_vocabulary_and_object_counts(scenes):
     assert len(SHAPE_NAMES) >= 4 and len(OBJECT_COLOURS) >= 6
     counts = {len(scene.objects) for scene in scenes}
-    assert 0 in counts and max(counts) == 8
+    config = SyntheticSceneConfig()
+    assert 0 in counts and max(counts) == config.max_focus_count + config.max_distractors
     assert {o["shape"] for s in scenes for o in s.objects} == set(SHAPE_NAMES)
     assert {o["colour"] for s in scenes for o in s.objects} == set(OBJECT_COLOURS)
-    assert {s.layout.background.kind for s in scenes} == {"flat", "gradient", "noisy"}
+    assert {s.layout.background.kind for s in scenes} == {"flat", "gradient", "noisy", "textured"}
     with_text = sum(bool(scene.text) for scene in scenes)
     assert 0.3 * len(scenes) < with_text < 0.7 * len(scenes)
     boxes_overlap = False
