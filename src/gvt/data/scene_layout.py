@@ -20,6 +20,7 @@ from .scene_vocabulary import (
     TEXT_ALPHABET,
     colour_distance,
     is_dark_colour,
+    plural,
 )
 
 MIN_IMAGE_SIZE = 32
@@ -32,6 +33,8 @@ TEXTURE_SHADE_RANGE = (10, 20)
 TEXTURE_PERIOD_FRACTIONS = (0.05, 0.2)
 """Stripe / check period, as a fraction of the image side."""
 SIZE_REGIMES: tuple[str, ...] = ("small", "large", "mixed")
+SCENE_RETRIES = 2
+"""Fresh placements of a scene whose focus objects did not all fit; the last one drops the string."""
 PLACEMENT_ROUNDS = 4
 """Tries per object, each `placement_attempts` random boxes, with sides shrinking to the smallest one; then a scan
 of every position at the smallest side."""
@@ -352,7 +355,8 @@ def _place(
     max_overlap: float,
     config: SyntheticSceneConfig,
 ) -> SceneObject | None:
-    """A box for one object: random tries whose sides shrink round by round, then a scan at the smallest side."""
+    """A box for one object: random tries whose sides shrink round by round, then the first free position (in
+    raster order, which packs tightly) at the smallest side."""
     floor, low, high = sides
     attempts = config.placement_attempts
     for round_index in range(PLACEMENT_ROUNDS):
@@ -368,9 +372,29 @@ def _place(
     steps = np.arange(0, image_size - floor + 1)
     corner = np.stack(np.meshgrid(steps, steps, indexing="ij"), axis=-1).reshape(-1, 2)
     boxes = np.concatenate([corner, corner + floor], axis=1)
-    boxes = boxes[rng.permutation(len(boxes))]
     hit = _first_fit(boxes, colour, placed, keep_out, max_overlap, config.same_colour_gap)
     return None if hit is None else SceneObject(shape=shape, colour=colour, bbox=tuple(int(v) for v in boxes[hit]))
+
+
+def _place_all(
+    rng: np.random.Generator,
+    required: list[tuple[str, str]],
+    optional: list[tuple[str, str]],
+    sides: tuple[int, int, int],
+    image_size: int,
+    keep_out: BBox | None,
+    max_overlap: float,
+    config: SyntheticSceneConfig,
+) -> list[SceneObject] | None:
+    """Place every required object (None if one finds no room), then the optional ones that find room."""
+    placed: list[SceneObject] = []
+    for index, (shape, colour) in enumerate(required + optional):
+        scene_object = _place(rng, shape, colour, sides, image_size, placed, keep_out, max_overlap, config)
+        if scene_object is not None:
+            placed.append(scene_object)
+        elif index < len(required):
+            return None
+    return placed
 
 
 def sample_layout(
@@ -380,8 +404,9 @@ def sample_layout(
 
     Object colours are drawn among those visible on the background. Objects of a crowded scene get smaller sides
     (see `crowding_area_fraction`); one that still finds no place is shrunk further, down to the smallest side. A
-    focused scene always holds its n focus objects (placed first; a RuntimeError if impossible); a distractor or a
-    general-mix object that finds no place at all is dropped, so questions and captions are always derived from the
+    focused scene always holds its n focus objects (placed first; if they do not fit, the placement starts again,
+    the last time without the string; then a RuntimeError); a distractor or a general-mix object that finds no
+    place at all is dropped, so questions and captions are always derived from the
     returned objects. The drawing order is shuffled after placement (the placement rules are symmetric).
     """
     config = config or SyntheticSceneConfig()
@@ -396,18 +421,19 @@ def sample_layout(
         focus, required, optional = None, [], _sample_mixed_kinds(rng, colours, config)
     max_overlap = config.max_overlap_fraction if rng.random() < config.overlap_probability else 0.0
     sides = _side_range(rng, image_size, len(required) + len(optional), config)
-    keep_out = None if text is None else _grow(text.bbox, config.text_clearance * text.scale)
-
-    placed: list[SceneObject] = []
-    for index, (shape, colour) in enumerate(required + optional):
-        scene_object = _place(rng, shape, colour, sides, image_size, placed, keep_out, max_overlap, config)
-        if scene_object is not None:
-            placed.append(scene_object)
-        elif index < len(required):
-            raise RuntimeError(
-                f"Could not place {len(required)} {colour} {shape}s in a {image_size}px scene; lower "
-                "max_focus_count or min_object_fraction."
-            )
+    for retry in range(SCENE_RETRIES + 1):
+        if retry == SCENE_RETRIES:
+            text = None  # the last resort: the string's room goes to the objects
+        keep_out = None if text is None else _grow(text.bbox, config.text_clearance * text.scale)
+        placed = _place_all(rng, required, optional, sides, image_size, keep_out, max_overlap, config)
+        if placed is not None:
+            break
+    else:
+        shape, colour = required[0]
+        raise RuntimeError(
+            f"Could not place {len(required)} {colour} {plural(shape)} in a {image_size}px scene; lower "
+            "max_focus_count or min_object_fraction."
+        )
     order = rng.permutation(len(placed))
     return SceneLayout(
         image_size=image_size,

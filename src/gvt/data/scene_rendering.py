@@ -29,6 +29,8 @@ CROSS_ARM_FRACTION = 1 / 3
 MAX_TEXT_INK_LEVEL = 60
 """Strings are inked in a random grey level from 0 to this value (near black) on a light background, and from
 255 - this value to 255 (near white) on a dark one."""
+MIN_TEXT_CONTRAST = 100
+"""Ink levels are clamped to differ from the background's mean luminance under the string by at least this much."""
 DEFAULT_MIN_PATCH_COVERAGE = 0.25
 """A patch takes the label of its most common object class once that class covers this share of it."""
 
@@ -113,7 +115,7 @@ def render_scene_image(
 ) -> Image.Image:
     """RGB image of a layout; `rng` only drives appearance (colour jitter, ink level, noise), never geometry.
 
-    Strings are inked near black, or near white where the background under them is dark."""
+    Strings are inked near black, or near white where the background under them is dark (`MIN_TEXT_CONTRAST`)."""
     size = layout.image_size
     background = render_background(layout.background, size)
     canvas = Image.fromarray(np.round(background).astype(np.uint8), mode="RGB")
@@ -127,10 +129,13 @@ def render_scene_image(
     if layout.text is not None:
         x0, y0, x1, y1 = layout.text.bbox
         ink = text_ink_mask(layout.text.text, layout.text.scale)
-        level = float(rng.integers(0, MAX_TEXT_INK_LEVEL + 1))
-        if luminance(background[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)) < DARK_LUMINANCE:
-            level = 255.0 - level
-        pixels[y0:y1, x0:x1][ink] = level
+        level = int(rng.integers(0, MAX_TEXT_INK_LEVEL + 1))
+        under = luminance(background[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0))
+        if under < DARK_LUMINANCE:
+            level = max(255 - level, min(round(under) + MIN_TEXT_CONTRAST, 255))
+        else:
+            level = min(level, max(round(under) - MIN_TEXT_CONTRAST, 0))
+        pixels[y0:y1, x0:x1][ink] = float(level)
     if layout.background.kind == "noisy":
         pixels += rng.normal(0.0, noise_std, size=pixels.shape).astype(np.float32)
     return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8), mode="RGB")
