@@ -43,9 +43,9 @@ BBox = tuple[int, int, int, int]
 """Pixel box (x0, y0, x1, y1), half-open: x0 <= x < x1, y0 <= y < y1."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SyntheticSceneConfig:
-    """Knobs of the scene generator (sizes are fractions of the image side). The defaults are GVTBench's training
+    """Knobs of the scene generator (keyword-only; sizes are fractions of the image side). The defaults are GVTBench's training
     distribution; `shifted()` gives the shifted test distribution over the same vocabulary."""
 
     count_focus_probability: float = 0.6
