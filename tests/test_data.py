@@ -9,8 +9,12 @@ from gvt.data import (
     NUM_PATCH_CLASSES,
     OBJECT_COLOURS,
     SHAPE_NAMES,
+    SHIFTED_SCENE_CONFIG,
+    SPLIT_NAMES,
     TEXT_CLASS_ID,
+    SceneBackground,
     SceneObject,
+    SyntheticSceneConfig,
     binding_questions_for,
     build_synthetic_dataset,
     generate_scene,
@@ -18,14 +22,32 @@ from gvt.data import (
     patch_class_names,
     patch_labels,
     render_label_mask,
+    scene_patch_targets,
     scene_seed_for,
     scene_texts,
     to_caption_rows,
     to_qa_rows,
     train_text_tokenizer,
+    visible_object_colours,
 )
-from gvt.data.scene_language import count_matching
-from gvt.data.scene_vocabulary import BACKGROUND_COLOURS, number_word, plural
+from gvt.data.bitmap_text import text_ink_mask
+from gvt.data.scene_language import background_phrase, count_matching
+from gvt.data.scene_layout import (
+    SIZE_REGIMES,
+    _sample_background,
+    _sample_focused_kinds,
+    _sample_text,
+    sample_layout,
+)
+from gvt.data.scene_rendering import render_background
+from gvt.data.scene_vocabulary import (
+    BACKGROUND_COLOURS,
+    DARK_LUMINANCE,
+    colour_distance,
+    luminance,
+    number_word,
+    plural,
+)
 
 NUM_TRAIN, NUM_VALIDATION, NUM_TEST = 60, 12, 12
 COLOUR_TOLERANCE = 12  # the generator's default colour jitter
@@ -104,10 +126,11 @@ def test_dataset_columns_and_types(dataset):
 def test_scenes_cover_the_vocabulary_and_object_counts(scenes):
     assert len(SHAPE_NAMES) >= 4 and len(OBJECT_COLOURS) >= 6
     counts = {len(scene.objects) for scene in scenes}
-    assert 0 in counts and max(counts) == 8
+    config = SyntheticSceneConfig()
+    assert 0 in counts and max(counts) == config.max_focus_count + config.max_distractors
     assert {o["shape"] for s in scenes for o in s.objects} == set(SHAPE_NAMES)
     assert {o["colour"] for s in scenes for o in s.objects} == set(OBJECT_COLOURS)
-    assert {s.layout.background.kind for s in scenes} == {"flat", "gradient", "noisy"}
+    assert {s.layout.background.kind for s in scenes} == {"flat", "gradient", "noisy", "textured"}
     with_text = sum(bool(scene.text) for scene in scenes)
     assert 0.3 * len(scenes) < with_text < 0.7 * len(scenes)
     boxes_overlap = False
@@ -220,11 +243,23 @@ def test_patch_labels_reject_a_patch_size_that_does_not_divide_the_image():
         patch_labels([], image_size=112, patch_size=15)
 
 
-def test_text_is_drawn_dark_inside_its_box(scenes):
-    scene = next(s for s in scenes if s.text and s.layout.background.kind != "noisy")
-    x0, y0, x1, y1 = scene.text_bbox
-    region = _pixels(scene.image)[y0:y1, x0:x1].max(axis=-1)
-    assert region.min() <= 60 and (region > 150).any()  # dark ink on a pale background
+def test_text_ink_contrasts_with_light_and_dark_backgrounds(scenes):
+    seen = set()
+    for scene in scenes:
+        if not scene.text:
+            continue
+        x0, y0, x1, y1 = scene.text_bbox
+        ink = text_ink_mask(scene.text, scene.layout.text.scale)
+        region = luminance(_pixels(scene.image)[y0:y1, x0:x1].astype(float).transpose(2, 0, 1))
+        background = luminance(render_background(scene.layout.background, 112)[y0:y1, x0:x1].mean(axis=(0, 1)))
+        ink_level = region[ink].mean()
+        if background < DARK_LUMINANCE:
+            assert ink_level >= 190, (scene.scene_seed, ink_level)  # light ink on a dark background, never black
+        else:
+            assert ink_level <= 65, (scene.scene_seed, ink_level)
+        assert abs(region[~ink].mean() - ink_level) > 90  # MIN_TEXT_CONTRAST, give or take noise and rounding
+        seen.add(background < DARK_LUMINANCE)
+    assert seen == {True, False}
 
 
 def test_flat_views(dataset):
@@ -307,3 +342,181 @@ def test_binding_questions_need_colour_bound_to_shape(scenes):
     assert sharing_absent > len(kinds) / 4
     again = binding_questions_for(scenes[0].layout.objects, np.random.default_rng(scenes[0].scene_seed), 6)
     assert again == binding_questions_for(scenes[0].layout.objects, np.random.default_rng(scenes[0].scene_seed), 6)
+
+
+# The benchmark's distribution: count-focused scenes, light to dark backgrounds, per-scene sizes and overlap, and
+# the shifted test split.
+
+
+@pytest.fixture(scope="module")
+def many_scenes():
+    return [generate_scene(scene_seed_for(0, "train", index)) for index in range(600)]
+
+
+def _histogram(answers: list[int], top: int = 8) -> np.ndarray:
+    return np.bincount(answers, minlength=top + 1)[: top + 1] / len(answers)
+
+
+def test_first_count_answers_are_flat_over_zero_to_eight(many_scenes):
+    answers = [scene.count_questions[0]["answer"] for scene in many_scenes]
+    assert max(answers) == 8
+    shares = _histogram(answers)
+    assert shares.min() > 0.06 and shares.max() < 0.17, shares.round(3)
+    focused = [scene for scene in many_scenes if scene.layout.focus is not None]
+    assert 0.5 < len(focused) / len(many_scenes) < 0.7
+    asked = {(q["shape"] != "", q["colour"] != "") for s in focused for q in s.count_questions[:1]}
+    assert asked == {(True, True), (True, False), (False, True)}  # pair, shape only, colour only
+    for scene in focused:  # the first question asks about the focus kind, whatever filter words it
+        shape, colour = scene.layout.focus
+        first = scene.count_questions[0]
+        assert first["shape"] in ("", shape) and first["colour"] in ("", colour)
+        assert first["answer"] == count_matching(scene.layout.objects, shape, colour)
+
+
+def _replayed_focus_count(scene_seed: int, image_size: int, config: SyntheticSceneConfig) -> int:
+    """The n a focused scene drew, by replaying the layout stream's first draws (as `sample_layout` makes them)."""
+    rng = np.random.default_rng(np.random.SeedSequence(scene_seed).spawn(3)[0])
+    background = _sample_background(rng, image_size, config)
+    _sample_text(rng, image_size, config)
+    rng.random()  # focus or general mix
+    _, required, _ = _sample_focused_kinds(rng, visible_object_colours(background, config.min_object_contrast), config)
+    return len(required)
+
+
+@pytest.mark.parametrize("image_size", [32, 112])
+def test_focused_scenes_hold_n_objects_of_their_kind_even_when_crowded(image_size):
+    crowded = SyntheticSceneConfig(
+        count_focus_probability=1.0, size_regime_weights=(0, 1, 0), overlap_probability=0.0, text_probability=1.0
+    )
+    smallest = int(np.ceil(crowded.min_object_fraction * image_size))
+    held = []
+    for index in range(150):
+        scene_seed = scene_seed_for(1, "train", index)
+        scene = generate_scene(scene_seed, image_size, crowded)
+        shape, colour = scene.layout.focus
+        count = count_matching(scene.layout.objects, shape, colour)
+        assert count == _replayed_focus_count(scene_seed, image_size, crowded)
+        assert all(o.bbox[2] - o.bbox[0] >= smallest for o in scene.layout.objects)
+        held.append(count)
+    assert max(held) == crowded.max_focus_count and held.count(8) > 5
+    with pytest.raises(RuntimeError, match="Could not place"):
+        for index in range(20):
+            sample_layout(
+                np.random.default_rng(index),
+                112,
+                SyntheticSceneConfig(count_focus_probability=1.0, max_focus_count=40),
+            )
+
+
+def test_objects_are_visible_on_every_background(many_scenes):
+    jitter_reach = COLOUR_TOLERANCE * np.sqrt(3)
+    for scene in many_scenes:
+        background = scene.layout.background
+        visible = visible_object_colours(background, SyntheticSceneConfig().min_object_contrast)
+        assert {o["colour"] for o in scene.objects} <= set(visible)
+        if background.is_dark:
+            assert "black" not in visible
+        if background.kind == "flat" and scene.objects:
+            mask, pixels = scene.label_mask(), _pixels(scene.image).astype(float)
+            backdrop = np.array(BACKGROUND_COLOURS[background.colour])
+            for o in scene.objects:
+                covered = pixels[mask == object_class_id(o["shape"], o["colour"])]
+                assert np.linalg.norm(covered - backdrop, axis=1).min() > 90 - jitter_reach
+    for name in ("navy", "dark grey", "maroon", "brown", "dark green"):
+        flat = SceneBackground("flat", name)
+        assert "black" not in visible_object_colours(flat, 90)
+        assert all(
+            colour_distance(OBJECT_COLOURS[c], BACKGROUND_COLOURS[name]) >= 90
+            for c in visible_object_colours(flat, 90)
+        )
+    gradient = SceneBackground("gradient", "white", end_colour="navy", direction="vertical")
+    middle = (np.array(BACKGROUND_COLOURS["white"]) + np.array(BACKGROUND_COLOURS["navy"])) / 2
+    assert all(colour_distance(OBJECT_COLOURS[c], middle) >= 90 for c in visible_object_colours(gradient, 90))
+
+
+def test_backgrounds_range_from_light_to_dark_and_textured(many_scenes):
+    backgrounds = [scene.layout.background for scene in many_scenes]
+    assert 0.22 < np.mean([b.is_dark for b in backgrounds]) < 0.38
+    assert 0.17 < np.mean([b.kind == "textured" for b in backgrounds]) < 0.33
+    textured = next(b for b in backgrounds if b.kind == "textured")
+    pixels = render_background(textured, 112)
+    assert np.abs(pixels - np.array(BACKGROUND_COLOURS[textured.colour])).max() == textured.shade
+    assert {b.pattern for b in backgrounds if b.kind == "textured"} == {"stripes", "checks"}
+    phrases = {background_phrase(b) for b in backgrounds}
+    assert any(p.startswith("a striped ") for p in phrases) and any(p.startswith("a checked ") for p in phrases)
+    assert "a navy background" in phrases or "a noisy navy background" in phrases
+
+
+def test_sizes_and_overlap_vary_per_scene(many_scenes):
+    config, size = SyntheticSceneConfig(), 112
+    smallest, largest = int(np.ceil(config.min_object_fraction * size)), int(config.max_object_fraction * size)
+    third = round((largest - smallest) / 3)
+    all_small = all_large = 0
+    overlap_scenes = 0
+    for scene in many_scenes:
+        boxes = np.array([o.bbox for o in scene.layout.objects]).reshape(-1, 4)
+        sides = boxes[:, 2] - boxes[:, 0]
+        assert np.array_equal(sides, boxes[:, 3] - boxes[:, 1]) and np.all((sides >= smallest) & (sides <= largest))
+        if len(sides) >= 3:
+            all_small += sides.max() <= smallest + third
+            all_large += sides.min() >= largest - third
+        allowed = scene.layout.max_overlap_fraction
+        overlap_scenes += allowed > 0
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                width = min(a[2], b[2]) - max(a[0], b[0])
+                height = min(a[3], b[3]) - max(a[1], b[1])
+                shared = max(width, 0) * max(height, 0) / min(np.prod(a[2:] - a[:2]), np.prod(b[2:] - b[:2]))
+                assert shared <= allowed, (scene.scene_seed, shared, allowed)  # 0 in a no-overlap scene
+    assert all_small > 30 and all_large > 30
+    assert 0.4 < overlap_scenes / len(many_scenes) < 0.6
+    assert SIZE_REGIMES == ("small", "large", "mixed")
+
+
+def test_every_object_gets_its_own_anchor_patch(many_scenes):
+    for scene in many_scenes[:200]:
+        keep, code_labels, _ = scene_patch_targets(scene.objects, scene.text_bbox, 112, 14)
+        assert keep.sum() == len(scene.objects) + bool(scene.text)
+        anchored = sorted(code_labels[keep == 1].tolist())
+        expected = [object_class_id(o["shape"], o["colour"]) for o in scene.objects] + [TEXT_CLASS_ID] * bool(
+            scene.text
+        )
+        assert anchored == sorted(expected)
+    # two overlapping squares with the same centre patch: the top one keeps it, the other moves inside its box
+    below, above = (
+        {"shape": "square", "colour": "red", "bbox": [28, 28, 48, 48]},
+        {"shape": "square", "colour": "blue", "bbox": [34, 34, 54, 54]},
+    )
+    keep, code_labels, _ = scene_patch_targets([below, above], None, 112, 14)
+    assert keep.sum() == 2 and code_labels[3 * 8 + 3] == object_class_id("square", "blue")
+    assert code_labels[2 * 8 + 2] == object_class_id("square", "red")
+
+
+def test_shifted_split_has_its_own_seeds_and_a_shifted_distribution():
+    assert SPLIT_NAMES[-1] == "test_shifted" and SPLIT_NAMES[:3] == ("train", "validation", "test")
+    with_shifted = build_synthetic_dataset(4, 2, 2, seed=0, num_shifted=6)
+    without = build_synthetic_dataset(4, 2, 2, seed=0)
+    assert list(with_shifted) == ["train", "validation", "test", "test_shifted"] and list(without) == list(
+        SPLIT_NAMES[:3]
+    )
+    for split in without:
+        assert with_shifted[split]["scene_seed"] == without[split]["scene_seed"]
+        assert with_shifted[split]["caption"] == without[split]["caption"]
+    shifted_seeds = with_shifted["test_shifted"]["scene_seed"]
+    assert len(set(shifted_seeds)) == 6
+    assert not set(shifted_seeds) & {s for split in without for s in without[split]["scene_seed"]}
+    assert shifted_seeds == [scene_seed_for(0, "test_shifted", index) for index in range(6)]
+    again = generate_scene(shifted_seeds[0], config=SHIFTED_SCENE_CONFIG)
+    assert np.array_equal(_pixels(again.image), _pixels(with_shifted["test_shifted"][0]["image"]))
+    assert SHIFTED_SCENE_CONFIG == SyntheticSceneConfig().shifted()
+    with pytest.raises(ValueError, match="num_shifted"):
+        build_synthetic_dataset(1, 0, 0, num_shifted=-1)
+
+    shifted = [generate_scene(scene_seed_for(0, "test_shifted", i), config=SHIFTED_SCENE_CONFIG) for i in range(300)]
+    assert all(scene.layout.focus is not None for scene in shifted)
+    backgrounds = [scene.layout.background for scene in shifted]
+    assert 0.5 < np.mean([b.is_dark for b in backgrounds]) < 0.7
+    assert 0.5 < np.mean([b.kind == "textured" for b in backgrounds]) < 0.7
+    shares = _histogram([scene.count_questions[0]["answer"] for scene in shifted])
+    assert shares.min() > 0.05 and shares.max() < 0.18, shares.round(3)
+    assert 0.7 < np.mean([scene.layout.max_overlap_fraction > 0 for scene in shifted]) < 0.9

@@ -55,11 +55,14 @@ def _pick(rng: np.random.Generator, options: Sequence[Any]) -> Any:
 
 
 def background_phrase(background: SceneBackground) -> str:
-    """Noun phrase with its article: "a grey background", "a white to pale blue gradient background"."""
+    """Noun phrase with its article: "a grey background", "a white to navy gradient background", "a striped maroon
+    background", "a checked beige background"."""
     if background.kind == "gradient":
         name = f"{background.colour} to {background.end_colour} gradient"
     elif background.kind == "noisy":
         name = f"noisy {background.colour}"
+    elif background.kind == "textured":
+        name = f"{'checked' if background.pattern == 'checks' else 'striped'} {background.colour}"
     else:
         name = background.colour
     return f"{indefinite_article(name)} {name} background"
@@ -117,13 +120,38 @@ def _count_question(
     }
 
 
+def focus_filter(objects: Sequence[SceneObject], focus: tuple[str, str], rng: np.random.Generator) -> tuple[str, str]:
+    """(shape, colour) filter of a count-focused scene's first question: the focus pair, or with equal chance its
+    shape alone or its colour alone when no other object shares that shape / colour (so the answer is the same)."""
+    shape, colour = focus
+    options = [(shape, colour)]
+    if all(o.shape != shape or o.colour == colour for o in objects):
+        options.append((shape, ""))
+    if all(o.colour != colour or o.shape == shape for o in objects):
+        options.append(("", colour))
+    return _pick(rng, options)
+
+
+def first_count_filter(
+    objects: Sequence[SceneObject], focus: tuple[str, str] | None, rng: np.random.Generator
+) -> tuple[str, str]:
+    """(shape, colour) filter of a scene's first count question, whose answer is uniform over 0..8 across scenes:
+    the focus kind of a count-focused scene (see `focus_filter`), else all objects (a general-mix scene holds
+    0..max_objects objects, uniformly)."""
+    return ("", "") if focus is None else focus_filter(objects, focus, rng)
+
+
 def count_questions_for(
-    objects: Sequence[SceneObject], rng: np.random.Generator, num_questions: int
+    objects: Sequence[SceneObject],
+    rng: np.random.Generator,
+    num_questions: int,
+    first: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Distinct 'How many X?' questions with integer answers, covering pairs, shapes, colours and totals.
 
-    Each question records the `shape` / `colour` filter it asks about ("" = any). The first is about a pair in
-    the scene (if any); then, in random order, a shape, a colour, all objects and an absent pair (answer 0).
+    Each question records the `shape` / `colour` filter it asks about ("" = any). The first is about the `first`
+    (shape, colour) filter when given (see `first_count_filter`), then (or first) about a pair in the scene (if
+    any); then, in random order, a shape, a colour, all objects and an absent pair (answer 0).
     """
     present = list(dict.fromkeys((o.colour, o.shape) for o in objects))
     absent = [pair for pair in ALL_PAIRS if pair not in present]
@@ -135,9 +163,11 @@ def count_questions_for(
     absent_colour, absent_shape = _pick(rng, absent)
     filters = [(shape_filter, ""), ("", colour_filter), ("", ""), (absent_shape, absent_colour)]
     filters = [filters[i] for i in rng.permutation(len(filters))]
+    leading = [] if first is None else [first]
     if present:
         colour, shape = _pick(rng, present)
-        filters.insert(0, (shape, colour))
+        leading.append((shape, colour))
+    filters = leading + filters
     filters += [(shape, colour) for colour, shape in present]
     questions, seen = [], set()
     for shape, colour in filters:

@@ -14,9 +14,11 @@ from .scene_layout import BBox, SceneBackground, SceneLayout, SceneObject
 from .scene_vocabulary import (
     BACKGROUND_CLASS_ID,
     BACKGROUND_COLOURS,
+    DARK_LUMINANCE,
     NUM_PATCH_CLASSES,
     OBJECT_COLOURS,
     TEXT_CLASS_ID,
+    luminance,
     object_class_id,
 )
 
@@ -25,7 +27,10 @@ STAR_INNER_RADIUS_RATIO = 0.45
 CROSS_ARM_FRACTION = 1 / 3
 """Width of a cross's arms, as a fraction of its box."""
 MAX_TEXT_INK_LEVEL = 60
-"""Strings are inked in a random grey level from 0 to this value (near black)."""
+"""Strings are inked in a random grey level from 0 to this value (near black) on a light background, and from
+255 - this value to 255 (near white) on a dark one."""
+MIN_TEXT_CONTRAST = 100
+"""Ink levels are clamped to differ from the background's mean luminance under the string by at least this much."""
 DEFAULT_MIN_PATCH_COVERAGE = 0.25
 """A patch takes the label of its most common object class once that class covers this share of it."""
 
@@ -71,9 +76,27 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, bbox: BBox, fill: int | tu
         draw.polygon(_shape_polygon(shape, bbox), fill=fill)
 
 
+def _texture_sign(background: SceneBackground, image_size: int) -> np.ndarray:
+    """[size, size] of +1 / -1: which of the two shades each pixel of a stripe or check texture takes."""
+    index = np.arange(image_size)
+    band = (index // background.period) % 2
+    if background.pattern == "checks":
+        parity = band[:, None] ^ band[None, :]
+    elif background.direction == "horizontal":  # horizontal bands: the shade changes down the image
+        parity = np.broadcast_to(band[:, None], (image_size, image_size))
+    elif background.direction == "vertical":
+        parity = np.broadcast_to(band[None, :], (image_size, image_size))
+    else:
+        parity = ((index[:, None] + index[None, :]) // background.period) % 2
+    return np.where(parity == 1, 1.0, -1.0).astype(np.float32)
+
+
 def render_background(background: SceneBackground, image_size: int) -> np.ndarray:
     """Background as float32 [size, size, 3] RGB (noise, if any, is added after the shapes)."""
     start = np.asarray(BACKGROUND_COLOURS[background.colour], dtype=np.float32)
+    if background.kind == "textured":
+        shaded = start + background.shade * _texture_sign(background, image_size)[..., None]
+        return np.clip(shaded, 0, 255)
     if background.kind != "gradient":
         return np.broadcast_to(start, (image_size, image_size, 3)).copy()
     end = np.asarray(BACKGROUND_COLOURS[background.end_colour], dtype=np.float32)
@@ -90,9 +113,12 @@ def render_background(background: SceneBackground, image_size: int) -> np.ndarra
 def render_scene_image(
     layout: SceneLayout, rng: np.random.Generator, noise_std: float, colour_jitter: int
 ) -> Image.Image:
-    """RGB image of a layout; `rng` only drives appearance (colour jitter, ink level, noise), never geometry."""
+    """RGB image of a layout; `rng` only drives appearance (colour jitter, ink level, noise), never geometry.
+
+    Strings are inked near black, or near white where the background under them is dark (`MIN_TEXT_CONTRAST`)."""
     size = layout.image_size
-    canvas = Image.fromarray(np.round(render_background(layout.background, size)).astype(np.uint8), mode="RGB")
+    background = render_background(layout.background, size)
+    canvas = Image.fromarray(np.round(background).astype(np.uint8), mode="RGB")
     draw = ImageDraw.Draw(canvas)
     base_colours = np.array([OBJECT_COLOURS[o.colour] for o in layout.objects], dtype=np.int64).reshape(-1, 3)
     jitter = rng.integers(-colour_jitter, colour_jitter + 1, size=base_colours.shape)
@@ -103,7 +129,13 @@ def render_scene_image(
     if layout.text is not None:
         x0, y0, x1, y1 = layout.text.bbox
         ink = text_ink_mask(layout.text.text, layout.text.scale)
-        pixels[y0:y1, x0:x1][ink] = float(rng.integers(0, MAX_TEXT_INK_LEVEL + 1))
+        level = int(rng.integers(0, MAX_TEXT_INK_LEVEL + 1))
+        under = luminance(background[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0))
+        if under < DARK_LUMINANCE:
+            level = max(255 - level, min(round(under) + MIN_TEXT_CONTRAST, 255))
+        else:
+            level = min(level, max(round(under) - MIN_TEXT_CONTRAST, 0))
+        pixels[y0:y1, x0:x1][ink] = float(level)
     if layout.background.kind == "noisy":
         pixels += rng.normal(0.0, noise_std, size=pixels.shape).astype(np.float32)
     return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8), mode="RGB")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 SHAPE_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "cross")
 """Shape classes, in class-id order."""
 
@@ -24,9 +27,10 @@ OBJECT_COLOURS: dict[str, tuple[int, int, int]] = {
     "cyan": (20, 190, 205),
     "black": (25, 25, 25),
 }
-"""Saturated object colours (RGB), in class-id order; all contrast with every background colour."""
+"""Saturated object colours (RGB), in class-id order. Not every colour shows on every background: the generator
+only draws the ones at least `min_object_contrast` away from it (`visible_object_colours`)."""
 
-BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = {
+LIGHT_BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (250, 250, 250),
     "grey": (196, 196, 196),
     "beige": (232, 222, 196),
@@ -34,9 +38,18 @@ BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = {
     "pale green": (206, 234, 204),
     "pale pink": (242, 214, 222),
 }
-"""Pale background colours (RGB)."""
+DARK_BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = {
+    "navy": (25, 35, 80),
+    "dark grey": (60, 60, 64),
+    "dark green": (20, 60, 35),
+    "maroon": (80, 25, 35),
+    "brown": (90, 60, 35),
+}
+BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = {**LIGHT_BACKGROUND_COLOURS, **DARK_BACKGROUND_COLOURS}
+"""Background colours (RGB), pale ones first, then dark ones."""
 
-BACKGROUND_KINDS: tuple[str, ...] = ("flat", "gradient", "noisy")
+BACKGROUND_KINDS: tuple[str, ...] = ("flat", "gradient", "noisy", "textured")
+"""Flat colour, two-colour linear gradient, flat colour under pixel noise, stripes or checks of two close shades."""
 
 NUMBER_WORDS: tuple[str, ...] = (
     "zero",
@@ -55,9 +68,27 @@ NUMBER_WORDS: tuple[str, ...] = (
 TEXT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 """Characters of the drawn strings (no I or O, which the bitmap font draws like 1 and 0)."""
 
+DARK_LUMINANCE = 128.0
+"""Below this luminance a background counts as dark (light text ink, black objects hidden)."""
+
 BACKGROUND_CLASS_ID = 0
 TEXT_CLASS_ID = 1 + len(SHAPE_NAMES) * len(OBJECT_COLOURS)
 NUM_PATCH_CLASSES = TEXT_CLASS_ID + 1
+
+
+def colour_distance(colour: Sequence[float], other: Sequence[float]) -> float:
+    """Euclidean RGB distance."""
+    return math.dist(colour, other)
+
+
+def luminance(colour: Sequence[float]) -> float:
+    """Relative brightness 0..255 (Rec. 601 weights)."""
+    return 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+
+
+def is_dark_colour(name: str) -> bool:
+    """Whether a background colour needs light text ink."""
+    return luminance(BACKGROUND_COLOURS[name]) < DARK_LUMINANCE
 
 
 def object_class_id(shape: str, colour: str) -> int:

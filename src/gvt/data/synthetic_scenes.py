@@ -1,8 +1,19 @@
 """GVTBench-style synthetic scenes as a `datasets.DatasetDict`, plus flat views for training and evaluation.
 
-Each scene is a pure function of its integer `scene_seed`; a split's seeds are a pure function of
-`(seed, split, index)`, so the same seed gives identical images and texts, and a split's first n scenes do not
-depend on how many scenes the split has.
+Each scene is a pure function of its integer `scene_seed` (and the `SyntheticSceneConfig`); a split's seeds are a
+pure function of `(seed, split, index)`, so the same seed gives identical images and texts, and a split's first n
+scenes do not depend on how many scenes the split has (nor on whether a shifted split is built).
+
+The default config is the benchmark's training distribution: 60% count-focused scenes (0..8 objects of one
+(shape, colour) kind plus up to 3 distractors) and 40% general mixes of 0..8 objects; light and dark (30%)
+backgrounds, flat, gradient, noisy or textured; per-scene small, large or mixed object sizes; overlap allowed in
+half of the scenes. The first count question of every scene has an answer uniform over 0..8 (the focus kind, or
+all objects).
+
+`build_synthetic_dataset(..., num_shifted=n)` adds a `"test_shifted"` split drawn from `config.shifted()`
+(`SHIFTED_SCENE_CONFIG` for the default): the same vocabulary and questions, but every scene count-focused, 60%
+dark and 60% textured backgrounds, only all-small or all-large scenes, and overlap in 80% of them. It has its own
+seed stream, so it never shares a scene with the other splits.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from .scene_language import (
     background_phrase,
     caption_for,
     count_questions_for,
+    first_count_filter,
     presence_questions_for,
 )
 from .scene_layout import SceneLayout, SyntheticSceneConfig, sample_layout
@@ -30,7 +42,11 @@ from .scene_rendering import render_label_mask, render_scene_image
 logger = logging.get_logger(__name__)
 
 DEFAULT_IMAGE_SIZE = 112
-SPLIT_NAMES: tuple[str, ...] = ("train", "validation", "test")
+SPLIT_NAMES: tuple[str, ...] = ("train", "validation", "test", "test_shifted")
+"""Split names, in seed-stream order (appending keeps the seeds of the earlier splits)."""
+SHIFTED_SPLIT = "test_shifted"
+SHIFTED_SCENE_CONFIG = SyntheticSceneConfig().shifted()
+"""The scenes of the default `"test_shifted"` split (a distribution shift from training, same vocabulary)."""
 SEED_WORDS = 2
 """A scene seed is two 32-bit words of the split's seed sequence (a 63-bit integer)."""
 QA_KINDS: tuple[str, ...] = ("count", "presence", "text")
@@ -143,12 +159,13 @@ def generate_scene(
     )
     layout = sample_layout(layout_rng, image_size, config)
     image = render_scene_image(layout, appearance_rng, config.noise_std, config.colour_jitter)
+    first = first_count_filter(layout.objects, layout.focus, language_rng)
     return SyntheticScene(
         scene_seed=scene_seed,
         image=image,
         layout=layout,
         caption=caption_for(layout.objects, layout.background, layout.text, language_rng),
-        count_questions=count_questions_for(layout.objects, language_rng, config.num_count_questions),
+        count_questions=count_questions_for(layout.objects, language_rng, config.num_count_questions, first),
         presence_questions=presence_questions_for(layout.objects, language_rng, config.max_presence_pairs),
     )
 
@@ -171,21 +188,29 @@ def build_synthetic_dataset(
     image_size: int = DEFAULT_IMAGE_SIZE,
     seed: int = 0,
     config: SyntheticSceneConfig | None = None,
+    num_shifted: int = 0,
 ) -> datasets.DatasetDict:
-    """Train / validation / test splits of synthetic scenes (held in memory as PNG-encoded images).
+    """Train / validation / test splits of synthetic scenes (held in memory as PNG-encoded images), plus a
+    `"test_shifted"` split of `num_shifted` scenes from `config.shifted()` when `num_shifted > 0`.
 
     Columns: see `SYNTHETIC_SCENE_FEATURES`. Splits never share a scene seed (asserted).
     """
-    sizes = {"train": num_train, "validation": num_validation, "test": num_test}
+    sizes = {"train": num_train, "validation": num_validation, "test": num_test, SHIFTED_SPLIT: num_shifted}
     for split, size in sizes.items():
+        name = "num_shifted" if split == SHIFTED_SPLIT else f"num_{split}"
         if not isinstance(size, int) or size < 0:
-            raise ValueError(f"num_{split} must be a non-negative integer, got {size!r}.")
+            raise ValueError(f"{name} must be a non-negative integer, got {size!r}.")
+    if not num_shifted:
+        del sizes[SHIFTED_SPLIT]
     config = config or SyntheticSceneConfig()
     start = time.perf_counter()
     dataset = datasets.DatasetDict(
-        {split: _build_split(split, size, image_size, seed, config) for split, size in sizes.items()}
+        {
+            split: _build_split(split, size, image_size, seed, config.shifted() if split == SHIFTED_SPLIT else config)
+            for split, size in sizes.items()
+        }
     )
-    seeds = [s for split in SPLIT_NAMES for s in dataset[split]["scene_seed"]]
+    seeds = [s for split in dataset for s in dataset[split]["scene_seed"]]
     if len(set(seeds)) != len(seeds):
         raise RuntimeError("Two synthetic scenes received the same scene seed; change `seed`.")
     logger.info(
