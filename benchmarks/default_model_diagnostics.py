@@ -21,11 +21,10 @@ from collections import Counter, defaultdict
 import numpy as np
 import torch
 
-from gvt.data import SyntheticSceneConfig, build_synthetic_dataset, object_class_id
+from gvt.data import SyntheticSceneConfig, build_synthetic_dataset, dataset_patch_targets, object_class_id
 from gvt.data.scene_vocabulary import OBJECT_COLOURS, SHAPE_NAMES
 from gvt.default_model import load_default
 from gvt.default_model.evaluation import generate_answers, presence_kind
-from gvt.default_model.targets import dataset_patch_targets
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@
 2. Freeze it and train selector, merger, quantizer and the highres feature decoder with `train_tokenizer`.
 
 `--supervised` adds the optional fine-grained supervision of `gvt.training.tokenizer_training` with the targets of
-`gvt.default_model.targets` (as the embedded default model's recipe does): the encoder pretrains on "covered by class
+`gvt.data.patch_targets` (as the embedded default model's recipe does): the encoder pretrains on "covered by class
 c" / "anchor (box centre) of class c" labels, the selector learns the anchor patches as keep targets
 (`--selector-supervision-weight`, `--keep-target-positive-weight`, teacher-forced selection unless
 `--no-teacher-forcing`), a linear probe on the kept codes learns each patch's class (`--code-classification-weight`),
@@ -28,8 +28,13 @@ import time
 import torch
 
 from gvt import GVTVisionConfig, GVTVisionTokenizer
-from gvt.data import NUM_PATCH_CLASSES, build_synthetic_dataset, patch_labels
-from gvt.default_model.targets import NUM_PRETRAIN_CLASSES, dataset_patch_targets
+from gvt.data import (
+    NUM_PATCH_CLASSES,
+    NUM_PRETRAIN_CLASSES,
+    build_synthetic_dataset,
+    dataset_patch_targets,
+    patch_labels,
+)
 from gvt.image_processing_gvt import GVTImageProcessor
 from gvt.training.losses import feature_reconstruction_loss
 from gvt.training.tokenizer_training import evaluate_tokenizer, pretrain_encoder_on_patch_labels, train_tokenizer
@@ -37,7 +42,7 @@ from gvt.training.tokenizer_training import evaluate_tokenizer, pretrain_encoder
 
 def load_scenes(num_train: int, num_eval: int, image_size: int, patch_size: int, seed: int):
     """(pixels, targets, coverage) of the train and held-out splits; targets: `ScenePatchTargets` of
-    `gvt.default_model.targets` (keep = anchor patches, code_labels, pretrain_labels), plus `coverage`, the class
+    `gvt.data.patch_targets` (keep = anchor patches, code_labels, pretrain_labels), plus `coverage`, the class
     covering each patch (`gvt.data.patch_labels`; code_labels off the anchors)."""
     dataset = build_synthetic_dataset(num_train, num_eval, 0, image_size=image_size, seed=seed)
     processor = GVTImageProcessor(size={"height": image_size, "width": image_size})

@@ -475,7 +475,7 @@ def test_sizes_and_overlap_vary_per_scene(many_scenes):
 
 def test_every_object_gets_its_own_anchor_patch(many_scenes):
     for scene in many_scenes[:200]:
-        keep, code_labels, _ = scene_patch_targets(scene.objects, scene.text_bbox, 112, 14)
+        keep, code_labels, _, _ = scene_patch_targets(scene.objects, scene.text_bbox, 112, 14)
         assert keep.sum() == len(scene.objects) + bool(scene.text)
         anchored = sorted(code_labels[keep == 1].tolist())
         expected = [object_class_id(o["shape"], o["colour"]) for o in scene.objects] + [TEXT_CLASS_ID] * bool(
@@ -487,7 +487,7 @@ def test_every_object_gets_its_own_anchor_patch(many_scenes):
         {"shape": "square", "colour": "red", "bbox": [28, 28, 48, 48]},
         {"shape": "square", "colour": "blue", "bbox": [34, 34, 54, 54]},
     )
-    keep, code_labels, _ = scene_patch_targets([below, above], None, 112, 14)
+    keep, code_labels, _, _ = scene_patch_targets([below, above], None, 112, 14)
     assert keep.sum() == 2 and code_labels[3 * 8 + 3] == object_class_id("square", "blue")
     assert code_labels[2 * 8 + 2] == object_class_id("square", "red")
 

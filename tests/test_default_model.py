@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from gvt.data import NUM_PATCH_CLASSES, TEXT_CLASS_ID, object_class_id
+from gvt.data import NUM_PATCH_CLASSES, NUM_PRETRAIN_CLASSES, TEXT_CLASS_ID, object_class_id, scene_patch_targets
 from gvt.default_model import DEFAULT_MODEL_DIR
 from gvt.default_model.evaluation import presence_kind
-from gvt.default_model.targets import NUM_PRETRAIN_CLASSES, scene_patch_targets
 
 MAX_SHIPPED_BYTES = 25 * 1024 * 1024
 shipped = pytest.mark.skipif(
@@ -25,7 +24,7 @@ def test_scene_patch_targets_anchor_each_object_at_its_centre_patch():
         {"shape": "circle", "colour": "red", "bbox": [0, 0, 28, 28]},  # centre (14, 14) -> patch (1, 1)
         {"shape": "square", "colour": "blue", "bbox": [70, 84, 98, 112]},  # centre (84, 98) -> patch (7, 6)
     ]
-    keep, code_labels, pretrain = scene_patch_targets(objects, [30, 60, 50, 74], 112, 14)
+    keep, code_labels, pretrain, object_ids = scene_patch_targets(objects, [30, 60, 50, 74], 112, 14)
     assert keep.shape == code_labels.shape == pretrain.shape == (64,)
     assert sorted(np.nonzero(keep)[0].tolist()) == [1 * 8 + 1, 4 * 8 + 2, 7 * 8 + 6]
     assert code_labels[9] == object_class_id("circle", "red")
@@ -156,3 +155,39 @@ def test_supervised_tokenizer_training_learns_the_keep_targets_and_code_classes(
     assert torch.equal(tokens.keep_mask, keep.long())  # the deterministic rule now keeps exactly the targets
     with pytest.raises(ValueError, match="patches per image"):
         train_tokenizer(model, pixels, num_steps=1, keep_targets=keep[:, :10], progress_bar=False)
+
+
+def test_tolerance_gives_each_object_an_anchor_set_near_patch_borders():
+    from gvt.data import scene_patch_targets
+
+    objects = [
+        {"shape": "circle", "colour": "red", "bbox": [0, 0, 28, 28]},  # centre (14, 14): on two borders -> 2 x 2
+        {"shape": "square", "colour": "blue", "bbox": [60, 60, 80, 80]},  # centre (70, 70): 0 px past a border
+        {"shape": "star", "colour": "green", "bbox": [88, 4, 108, 24]},  # centre (98, 14) -> columns 6-7, rows 0-1
+        {"shape": "cross", "colour": "black", "bbox": [80, 80, 100, 100]},  # centre (90, 90): 6 px inside -> alone
+    ]
+    keep, code_labels, _, object_ids = scene_patch_targets(objects, None, 112, 14, tolerance=3)
+    sets = {k: sorted(np.nonzero(object_ids == k)[0].tolist()) for k in range(len(objects))}
+    assert sets[0] == [0, 1, 8, 9]
+    assert sets[1] == [36, 37, 44, 45]
+    assert sets[3] == [54]
+    assert 8 * 0 + 7 in sets[2] or 8 * 1 + 7 in sets[2]
+    assert (keep == (object_ids >= 0)).all()
+    assert all(code_labels[cell] == object_class_id(o["shape"], o["colour"]) for k, o in enumerate(objects)
+               for cell in sets[k])  # fmt: skip
+    exact = scene_patch_targets(objects, None, 112, 14)
+    assert exact[0].sum() == len(objects) and sorted(np.unique(exact[3][exact[3] >= 0])) == [0, 1, 2, 3]
+
+
+def test_primary_token_labels_give_each_object_one_class_token():
+    from gvt.training import primary_token_labels
+
+    object_ids = torch.tensor([[0, 0, -1, 1, 1, 1], [2, -1, 2, -1, -1, -1]])
+    code_labels = torch.tensor([[5, 5, 9, 7, 7, 7], [3, 4, 3, 4, 4, 4]])
+    keep = torch.tensor([[1, 1, 1, 0, 1, 1], [0, 1, 1, 0, 0, 0]])
+    labels = primary_token_labels(keep, object_ids, code_labels, duplicate_label=0)
+    # object 0: first kept is patch 0; object 1: patch 3 dropped, so patch 4 is its first kept one; patch 2 (no
+    # object) and every second token of an object get the duplicate label
+    assert labels.tolist() == [[5, 0, 0, 0, 7, 0], [0, 0, 3, 0, 0, 0]]
+    with pytest.raises(ValueError, match="same"):
+        primary_token_labels(keep[:, :3], object_ids, code_labels)

@@ -284,6 +284,10 @@ def test_shards_train_without_pixels(image_folder, tmp_path):
     codebook_size = model.config.vision_config.codebook_size
     with pytest.raises(ValueError, match="codes outside"):
         GVTDataCollator(processor)([{**rows[0], "visual_token_ids": [0, codebook_size]}])
+    # A blank image keeps no token in LaVIT: its row is `[IMG] [/IMG]` then the text, as the model lays it out.
+    empty = GVTDataCollator(processor)([{**rows[0], "visual_token_ids": []}])["input_ids"][0].tolist()
+    start, end = processor.tokenizer.convert_tokens_to_ids([processor.image_start_token, processor.image_end_token])
+    assert empty[empty.index(start) + 1] == end
 
 
 def test_trainer_reads_the_shards_streaming(image_folder, tmp_path):

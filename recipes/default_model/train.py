@@ -101,6 +101,7 @@ class RecipeConfig:
     num_shifted: int = 300
     text_vocab_size: int = 512
     scenes: dict = field(default_factory=dict)  # gvt.data.SyntheticSceneConfig
+    patch_targets: dict = field(default_factory=lambda: {"tolerance": 0})  # gvt.data.dataset_patch_targets
     vision_config: dict = field(  # gvt.GVTVisionConfig (on top of `default_vision_config`)
         default_factory=lambda: {
             "hidden_size": 96,
@@ -451,7 +452,7 @@ def run_recipe(recipe: RecipeConfig, output_dir: str, overwrite: bool = False) -
         pixels = pixel_values(processor, images)
         validation_pixels = pixel_values(processor, [i.convert("RGB") for i in dataset["validation"]["image"]])
         patch_size = vision.config.patch_size
-        targets = dataset_patch_targets(dataset["train"], recipe.image_size, patch_size)
+        targets = dataset_patch_targets(dataset["train"], recipe.image_size, patch_size, **recipe.patch_targets)
         validation_targets = dataset_patch_targets(dataset["validation"], recipe.image_size, patch_size)
         log.stage("data", start, scenes={k: len(v) for k, v in dataset.items()}, text_vocab=len(text_tokenizer),
                   anchors_per_image=float(targets.keep.sum(1).mean()))  # fmt: skip
@@ -471,6 +472,7 @@ def run_recipe(recipe: RecipeConfig, output_dir: str, overwrite: bool = False) -
         history = train_tokenizer(
             vision, pixels, target_keep_ratio=float(targets.keep.mean()),
             keep_targets=torch.from_numpy(targets.keep), code_labels=torch.from_numpy(targets.code_labels),
+            object_ids=torch.from_numpy(targets.object_ids) if recipe.patch_targets.get("tolerance") else None,
             num_code_classes=NUM_PATCH_CLASSES, lr_scheduler_type="cosine", seed=recipe.seed,
             **recipe.tokenizer_training,
         )  # fmt: skip

@@ -93,11 +93,11 @@ class CodebookImageInputs(LaVITImageInputs):
         vocabulary = model.vocabulary
         visual = vocabulary.is_visual(input_ids)
         embeddings = model.get_input_embeddings()(input_ids.masked_fill(visual, 0))
-        if bool(visual.any()):
-            codes = vocabulary.ids_to_codes(input_ids[visual])
-            projected = model.codebook_projector(model.vision_tokenizer.embed_tokens(codes))
-            embeddings = embeddings.masked_scatter(visual[..., None], projected.to(embeddings.dtype))
-        return embeddings
+        # Also without any visual id (a batch of blank images): the projector stays in the graph, so a step that
+        # trains it alone has a loss to differentiate (and DDP sees its parameters used), and there is no host sync.
+        codes = vocabulary.ids_to_codes(input_ids[visual])
+        projected = model.codebook_projector(model.vision_tokenizer.embed_tokens(codes))
+        return embeddings.masked_scatter(visual[..., None], projected.to(embeddings.dtype))
 
 
 IMAGE_INPUTS: dict[str, type[LaVITImageInputs]] = {

@@ -202,10 +202,9 @@ class GVTDataCollator:
         codebook_size = getattr(self.processor, "codebook_size", None)
         visual_ids = []
         for image_codes in images:
-            image_codes = [int(code) for code in image_codes]
-            if not image_codes:
-                raise ValueError(f"Row {index}: an image of column {self.visual_token_ids_column!r} has no token.")
-            if min(image_codes) < 0 or (codebook_size is not None and max(image_codes) >= codebook_size):
+            image_codes = [int(code) for code in image_codes]  # may be empty: LaVIT keeps no token of a blank image
+            too_large = codebook_size is not None and image_codes and max(image_codes) >= codebook_size
+            if image_codes and (min(image_codes) < 0 or too_large):
                 raise ValueError(
                     f"Row {index}: column {self.visual_token_ids_column!r} holds codes outside "
                     f"[0, {codebook_size}): {min(image_codes)}..{max(image_codes)}."

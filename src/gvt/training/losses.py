@@ -171,7 +171,33 @@ def code_perplexity(counts: torch.Tensor) -> float:
     return float(torch.exp(-(probs * probs.log()).sum()))
 
 
+def primary_token_labels(
+    keep_mask: torch.Tensor, object_ids: torch.Tensor, code_labels: torch.Tensor, duplicate_label: int = 0
+) -> torch.Tensor:
+    """Per-patch code labels `[B, N]` that give each object's class to one kept token only: the first kept patch (in
+    reading order) of the object's anchor set (`object_ids[b, n] == k`, -1 outside every set) keeps its label from
+    `code_labels`; every other patch, kept or not, gets `duplicate_label`. Computed on the keep decision actually
+    taken, so the merger learns to mark the extra tokens of an object whose centre lies near a patch border (see
+    `gvt.data.patch_targets`) and the number of class codes stays the number of objects."""
+    if not keep_mask.shape == object_ids.shape == code_labels.shape:
+        raise ValueError(
+            f"keep_mask {tuple(keep_mask.shape)}, object_ids {tuple(object_ids.shape)} and code_labels "
+            f"{tuple(code_labels.shape)} must have the same [batch, patches] shape."
+        )
+    batch, patches = object_ids.shape
+    object_ids = object_ids.long()
+    anchored = keep_mask.bool() & (object_ids >= 0)
+    slots = int(object_ids.max().clamp_min(0)) + 2  # one slot per object id, the last for "no object"
+    slot = torch.where(anchored, object_ids, torch.full_like(object_ids, slots - 1))
+    positions = torch.arange(patches, device=object_ids.device).expand(batch, patches)
+    first = torch.full((batch, slots), patches, dtype=torch.long, device=object_ids.device)
+    first = first.scatter_reduce(1, slot, positions, reduce="amin")
+    primary = anchored & (positions == first.gather(1, slot))
+    return torch.where(primary, code_labels.long(), torch.full_like(code_labels.long(), duplicate_label))
+
+
 __all__ = [
+    "primary_token_labels",
     "TokenizerLossOutput",
     "PatchDistillationLossOutput",
     "check_target_keep_ratio",

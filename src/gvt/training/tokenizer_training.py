@@ -42,6 +42,7 @@ from .losses import (
     feature_reconstruction_loss,
     normalize_codebook_,
     patch_distillation_loss,
+    primary_token_labels,
     restart_dead_codes_,
     straight_through_codes,
     tokenizer_loss,
@@ -319,6 +320,9 @@ class TokenizerObjective(nn.Module):
     target patches as kept, as in teacher forcing), and `code_labels` `[B, N]` (one class id per patch, `-100` to
     ignore) train a linear probe `code_probe` on the straight-through code embeddings of the kept tokens
     (`code_classification_weight`, `num_code_classes` classes), so that codes carry the class of what they show.
+    With `object_ids` `[B, N]` (the object whose anchor set holds each patch, -1 elsewhere; see
+    `gvt.data.patch_targets`), only the first kept token of each object is labelled with its class and every other
+    kept token with `duplicate_label` ([`primary_token_labels`], on the keep decision actually taken).
     """
 
     def __init__(
@@ -336,8 +340,10 @@ class TokenizerObjective(nn.Module):
         code_classification_weight: float = 0.0,
         num_code_classes: int | None = None,
         teacher_forced_selection: bool = False,
+        duplicate_label: int = 0,
     ):
         super().__init__()
+        self.duplicate_label = duplicate_label
         check_tokenizer_for_training(tokenizer, decoder_type)
         if code_classification_weight > 0 and not num_code_classes:
             raise ValueError("code_classification_weight > 0 needs num_code_classes (the number of patch classes).")
@@ -367,6 +373,7 @@ class TokenizerObjective(nn.Module):
         generator: torch.Generator | None = None,
         keep_targets: torch.Tensor | None = None,
         code_labels: torch.Tensor | None = None,
+        object_ids: torch.Tensor | None = None,
     ) -> tuple[TokenizerLossOutput, GVTVisionTokenizerOutput]:
         if self.teacher_forced_selection and keep_targets is None:
             raise ValueError("teacher_forced_selection needs keep_targets.")
@@ -378,6 +385,8 @@ class TokenizerObjective(nn.Module):
         code_logits = token_labels = None
         if self.code_probe is not None and code_labels is not None:
             keep = output.keep_mask.to(codes.dtype)
+            if object_ids is not None:
+                code_labels = primary_token_labels(output.keep_mask, object_ids, code_labels, self.duplicate_label)
             _, (token_labels,) = GVTVisionTokenizer.gather_kept(keep, code_labels.long() + 1)
             token_labels = token_labels - 1  # padding (gathered as 0) becomes -1: ignored
             code_logits = self.code_probe(codes)
@@ -417,6 +426,8 @@ def train_tokenizer(
     code_labels: torch.Tensor | None = None,
     code_classification_weight: float = 0.0,
     num_code_classes: int | None = None,
+    object_ids: torch.Tensor | None = None,
+    duplicate_label: int = 0,
     dead_code_threshold: int | None = 20,
     usage_window: int | None = None,
     weight_decay: float = 0.01,
@@ -450,6 +461,9 @@ def train_tokenizer(
         code_labels (`[M, N]` or `[M, grid, grid]`, *optional*): per-patch class ids (`-100` to ignore) for a linear
             probe on the kept tokens' code embeddings (`code_classification_weight`, `num_code_classes`; default
             `code_labels.max() + 1`); the trained probe is returned as `history.code_probe`.
+        object_ids (`[M, N]` or `[M, grid, grid]`, *optional*), duplicate_label: with `code_labels`, only the first
+            kept token of each object's anchor set is labelled with its class, the others with `duplicate_label`
+            ([`primary_token_labels`]; `gvt.data.dataset_patch_targets(..., tolerance=t)` gives such sets).
         dead_code_threshold: restart codes unused for this many steps at recent quantizer inputs; `None` disables.
         usage_window: steps over which `TrainingHistory.codebook_usage` counts used codes (default:
             `dead_code_threshold`, or 20).
@@ -487,7 +501,9 @@ def train_tokenizer(
             "resume it (resume_from_checkpoint=True, `--resume last`) or choose another folder."
         )
     extra = []
-    for name, tensor in (("keep_targets", keep_targets), ("code_labels", code_labels)):
+    if object_ids is not None and code_labels is None:
+        raise ValueError("object_ids mark which kept tokens carry an object's class: they need code_labels.")
+    for name, tensor in (("keep_targets", keep_targets), ("code_labels", code_labels), ("object_ids", object_ids)):
         if tensor is None:
             continue
         if not isinstance(pixel_values_or_dataloader, torch.Tensor):
@@ -516,6 +532,7 @@ def train_tokenizer(
         code_classification_weight=code_classification_weight,
         num_code_classes=num_code_classes if code_labels is not None else None,
         teacher_forced_selection=teacher_forced_selection,
+        duplicate_label=duplicate_label,
     )
 
     original_flags = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -601,7 +618,10 @@ def train_tokenizer(
         targets = [target.to(device) for target in targets]
         batch_keep = targets.pop(0) if keep_targets is not None else None
         batch_labels = targets.pop(0) if code_labels is not None else None
-        losses, output = objective(pixels, sample_generator, keep_targets=batch_keep, code_labels=batch_labels)
+        batch_objects = targets.pop(0) if object_ids is not None else None
+        losses, output = objective(
+            pixels, sample_generator, keep_targets=batch_keep, code_labels=batch_labels, object_ids=batch_objects
+        )
         _backward_and_step(losses.loss, parameters, optimizer, accelerator, max_grad_norm)
         scheduler.step()
         normalize_codebook_(model)
