@@ -24,6 +24,7 @@ def _load_recipe():
     sys.path.insert(0, str(RECIPE_DIR))
     spec = importlib.util.spec_from_file_location("default_model_recipe", RECIPE_DIR / "train.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the recipe's annotations through its module
     spec.loader.exec_module(module)
     return module
 

@@ -54,13 +54,16 @@ from transformers.utils import logging as hf_logging
 from gvt import GVTConfig, GVTImageProcessor, GVTProcessor, GVTVisionConfig, LaVITForCausalLM
 from gvt.atomic_write import HF_WEIGHT_FILES, atomic_output_dir, check_output_dir
 from gvt.data import (
+    BACKGROUND_CLASS_ID,
     NUM_PATCH_CLASSES,
     NUM_PRETRAIN_CLASSES,
+    TEXT_CLASS_ID,
     SceneObject,
     SyntheticSceneConfig,
     binding_questions_for,
     build_synthetic_dataset,
     dataset_patch_targets,
+    object_class_id,
     scene_texts,
     train_text_tokenizer,
 )
@@ -298,6 +301,23 @@ def visual_token_ids(vision_tokenizer, pixels: torch.Tensor, batch_size: int = 2
     return codes
 
 
+@torch.no_grad()
+def class_counts_exact(vision_tokenizer, code_probe, pixels: torch.Tensor, split) -> float:
+    """Share of images whose kept tokens, read by the code probe, hold each object class exactly as often as the
+    scene holds objects of it (what a perfect reader of the visual tokens could count)."""
+    from collections import Counter
+
+    vision_tokenizer.eval()
+    output = vision_tokenizer(pixels, selection="deterministic")
+    classes = code_probe(output.quantized).argmax(-1)
+    exact = 0
+    for row, objects in enumerate(split["objects"]):
+        truth = Counter(object_class_id(o["shape"], o["colour"]) for o in objects)
+        kept = classes[row][output.attention_mask[row].bool()].tolist()
+        exact += truth == Counter(c for c in kept if c not in (BACKGROUND_CLASS_ID, TEXT_CLASS_ID))
+    return exact / max(len(split), 1)
+
+
 def question_rows(split, binding_questions: int, seed: int) -> list[dict[str, Any]]:
     """`{"scene", "prompt", "answer"}` rows of a split: its caption (empty prompt), every counting and presence
     question, and `binding_questions` per scene about pairs sharing a colour or a shape with the scene."""
@@ -485,6 +505,7 @@ def run_recipe(recipe: RecipeConfig, output_dir: str, overwrite: bool = False) -
             tokens_per_image=evaluation.tokens_per_image, anchors_per_image=float(anchors.mean()),
             token_count_equals_anchor_count=float((tokens == anchors).mean()),
             train_code_accuracy=float(np.mean(history.code_accuracy[-window:])),
+            class_counts_exact=class_counts_exact(vision, history.code_probe, validation_pixels, dataset["validation"]),
         )  # fmt: skip
 
         # -- C: language model on visual ids -------------------------------------------------------------------------
