@@ -56,6 +56,7 @@ def test_demo_writes_metrics_json_and_picture(model_args, tmp_path, capsys):
     assert 0.0 <= metrics["oc_accuracy"] <= 1.0 and 0.0 <= metrics["mci_accuracy"] <= 1.0
     assert metrics["oc_mae"] >= 0.0 and metrics["caption_cider"] >= 0.0 and metrics["seconds"] > 0.0
     assert 0.0 <= metrics["mean_visual_tokens"] <= 64.0
+    assert all(0.0 <= value <= 1.0 for value in metrics["oc_accuracy_by_count"].values())
     with Image.open(picture) as image:
         assert image.width > 3 * 112 and image.height > 112
     printed = capsys.readouterr().out

@@ -172,6 +172,11 @@ def metrics_table(results: dict[str, Any]) -> str:
     width = max(len(name) for name, _, _ in rows)
     lines = [f"{'metric':<{width}}  {'value':>13}  notes", "-" * (width + 40)]
     lines += [f"{name:<{width}}  {value:>13}  {note}" for name, value, note in rows]
+    by_count = results.get("oc_accuracy_by_count", {})
+    if by_count:
+        support = results["oc_questions_by_count"]
+        cells = [f"{count}: {by_count[count]:.2f} (n={support[count]})" for count in sorted(by_count, key=int)]
+        lines.append("OC accuracy by true count: " + ", ".join(cells))
     return "\n".join(lines)
 
 
@@ -228,6 +233,7 @@ def run_demo(
             oc_rmse=float(results["oc_rmse"]),
             caption_bleu=float(results["caption_bleu"]),
             num_scenes=len(scenes),
+            oc_accuracy_by_count=results["oc_accuracy_by_count"],
             num_questions=results["num_questions"],
             model=str(default.path),
         )
