@@ -104,7 +104,7 @@ class RecipeConfig:
     num_shifted: int = 300
     text_vocab_size: int = 512
     scenes: dict = field(default_factory=dict)  # gvt.data.SyntheticSceneConfig
-    patch_targets: dict = field(default_factory=lambda: {"tolerance": 0})  # gvt.data.dataset_patch_targets
+    patch_targets: dict = field(default_factory=lambda: {"tolerance": 3})  # gvt.data.dataset_patch_targets
     vision_config: dict = field(  # gvt.GVTVisionConfig (on top of `default_vision_config`)
         default_factory=lambda: {
             "hidden_size": 96,
