@@ -94,7 +94,7 @@ def _text_panel(lines: Sequence[str], width: int, height: int) -> Image.Image:
 
 DECODER_NOTE = (
     "* the tiny default's decoder: its images are barely closer to the input than images decoded from another image's\n"
-    "tokens (coarse colour error 0.94x; benchmarks/decoder_fidelity.py). They show the pipeline runs, not what the tokens keep."
+    "tokens (coarse colour error 0.97x; benchmarks/decoder_fidelity.py). They show the pipeline runs, not what the tokens keep."
 )
 """What the picture's decoded column shows, measured (see `benchmarks/decoder_fidelity.py`)."""
 
