@@ -3,6 +3,7 @@
 tokenizer component); and the package still loads the same folders with its own classes."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -148,12 +149,19 @@ def test_saved_decoders_run_without_gvt_and_load_natively(tmp_path):
         assert remote[folder]["vision_tokenizer"].startswith("diffusers_modules.")
 
 
-def test_native_load_of_older_decoder_folders():
-    """The shipped default's decoder predates the remote-code layout (`gvt.` module names): it still loads."""
-    index = json.loads((DEFAULT_MODEL_DIR / "decoder" / "model_index.json").read_text())
-    assert index["conditioning"][0] == "gvt.modeling_lavit_conditioning"
-    pipe = LaVITDecoderPipeline.from_pretrained(DEFAULT_MODEL_DIR / "decoder")
-    assert isinstance(pipe.conditioning, gvt.LaVITConditioningModel)
+def test_native_load_of_older_decoder_folders(tmp_path):
+    """Decoder folders written before the remote-code layout (`gvt.` module names, a plain `_class_name`) still load;
+    so does the shipped one, whose code files are not in the package (the package is its code)."""
+    older = tmp_path / "decoder"
+    shutil.copytree(DEFAULT_MODEL_DIR / "decoder", older, ignore=shutil.ignore_patterns("*.py"))
+    index = json.loads((older / "model_index.json").read_text())
+    index.update(
+        _class_name="LaVITDecoderPipeline", conditioning=["gvt.modeling_lavit_conditioning", "LaVITConditioningModel"]
+    )
+    (older / "model_index.json").write_text(json.dumps(index))
+    for folder in (older, DEFAULT_MODEL_DIR / "decoder"):
+        pipe = LaVITDecoderPipeline.from_pretrained(folder)
+        assert isinstance(pipe.conditioning, gvt.LaVITConditioningModel)
 
 
 def test_the_decoder_pipeline_module_imports_all_its_code_directly():
