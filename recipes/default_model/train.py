@@ -290,15 +290,22 @@ def pixel_values(processor: GVTProcessor, images: list, batch_size: int = 256) -
 
 
 @torch.no_grad()
-def visual_token_ids(vision_tokenizer, pixels: torch.Tensor, batch_size: int = 256) -> list[list[int]]:
-    """The codebook ids of each image, as `gvt pretokenize` writes them."""
+def tokenize_all(vision_tokenizer, pixels: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codebook ids `[N, L]` (right-padded with 0) and attention mask of every image, deterministic selection."""
     vision_tokenizer.eval()
-    codes = []
-    for start in range(0, pixels.shape[0], batch_size):
-        output = vision_tokenizer.tokenize(pixels[start : start + batch_size])
-        keep = output.attention_mask.bool()
-        codes += [row[mask].tolist() for row, mask in zip(output.token_ids, keep)]
-    return codes
+    outputs = [
+        vision_tokenizer.tokenize(pixels[start : start + batch_size]) for start in range(0, len(pixels), batch_size)
+    ]
+    length = max(output.token_ids.shape[1] for output in outputs)
+    token_ids = torch.cat([F.pad(o.token_ids, (0, length - o.token_ids.shape[1])) for o in outputs])
+    attention_mask = torch.cat([F.pad(o.attention_mask, (0, length - o.attention_mask.shape[1])) for o in outputs])
+    return token_ids, attention_mask
+
+
+def visual_token_ids(vision_tokenizer, pixels: torch.Tensor) -> list[list[int]]:
+    """The codebook ids of each image, as `gvt pretokenize` writes them."""
+    token_ids, attention_mask = tokenize_all(vision_tokenizer, pixels)
+    return [row[mask].tolist() for row, mask in zip(token_ids, attention_mask.bool())]
 
 
 @torch.no_grad()
@@ -401,12 +408,7 @@ def train_decoder_pipeline(recipe: RecipeConfig, vision_tokenizer, images: list,
     )
     small = F.interpolate(pixels_01, size=size, mode="bilinear", antialias=True) * 2 - 1
     vae_losses = fit_vae(pipeline.vae, small, seed=recipe.seed, progress_bar=True, **recipe.vae)
-    codes = visual_token_ids(vision_tokenizer, pixels)
-    token_ids = torch.zeros(len(codes), max(1, max(map(len, codes))), dtype=torch.long)
-    attention_mask = torch.zeros_like(token_ids)
-    for row, row_codes in enumerate(codes):
-        token_ids[row, : len(row_codes)] = torch.tensor(row_codes, dtype=torch.long)
-        attention_mask[row, : len(row_codes)] = 1
+    token_ids, attention_mask = tokenize_all(vision_tokenizer, pixels)
     history = train_decoder(
         pipeline, small, token_ids, attention_mask, seed=recipe.seed, progress_bar=True, **recipe.decoder_training
     )
