@@ -101,13 +101,12 @@ def scene_patch_targets(
         cell = centre if anchor_class[centre] == 0 else (own or free or [None])[0]
         if cell is not None:
             anchor_class[cell], object_ids[cell] = class_id, index
-            centred.append((index, bbox, class_id) if cell == centre else None)
-    for claim in centred if tolerance > 0 else []:
-        if claim is not None:
-            index, bbox, class_id = claim
-            for cell in _tolerance_cells(bbox, patch_size, grid, tolerance):
-                if anchor_class[cell] == 0:
-                    anchor_class[cell], object_ids[cell] = class_id, index
+            if cell == centre:
+                centred.append((index, bbox, class_id))
+    for index, bbox, class_id in centred if tolerance > 0 else []:
+        for cell in _tolerance_cells(bbox, patch_size, grid, tolerance):
+            if anchor_class[cell] == 0:
+                anchor_class[cell], object_ids[cell] = class_id, index
     keep = (anchor_class > 0).astype(np.int64)
     code_labels = np.where(keep == 1, anchor_class, coverage)
     pretrain_labels = np.where(keep == 1, NUM_PATCH_CLASSES + anchor_class, coverage)

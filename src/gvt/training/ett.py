@@ -76,12 +76,11 @@ def ett_parameter_groups(
     lavit = _lavit_model(model)
     if decoder_type is None and train_tokenizer:
         decoder_type = lavit.ett_decoder_type() if lavit.config.ett_reconstruction_weight > 0 else None
-    tokenizer_parts = [part for part in TOKENIZER_PARTS if train_selector or part != "token_selector"]
-    tokenizer_parts += [f"decoders.{decoder_type}"] if decoder_type else []
-    if train_encoder:
-        tokenizer_parts.append("encoder")
-    if not train_tokenizer:
-        tokenizer_parts = []
+    tokenizer_parts = []
+    if train_tokenizer:
+        tokenizer_parts = [part for part in TOKENIZER_PARTS if train_selector or part != "token_selector"]
+        tokenizer_parts += [f"decoders.{decoder_type}"] if decoder_type else []
+        tokenizer_parts += ["encoder"] if train_encoder else []
     named = [(name, p) for name, p in model.named_parameters() if "original_module" not in name.split(".")]
     has_lora = any("lora_" in name for name, _ in named)
     groups: dict[str, dict[str, nn.Parameter]] = {"projector": {}, "tokenizer": {}, "language_model": {}}
